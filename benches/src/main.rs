@@ -38,8 +38,15 @@ fn kvm_setup(runs: usize) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("| step | runs | p50 ms | p99 ms |");
     println!("|---|---|---|---|");
-    for (name, v) in [("KVM_CREATE_VM", &mut create_vm), ("KVM_CREATE_VCPU", &mut create_vcpu)] {
-        println!("| {name} | {runs} | {:.3} | {:.3} |", pct(v, 50.0), pct(v, 99.0));
+    for (name, v) in [
+        ("KVM_CREATE_VM", &mut create_vm),
+        ("KVM_CREATE_VCPU", &mut create_vcpu),
+    ] {
+        println!(
+            "| {name} | {runs} | {:.3} | {:.3} |",
+            pct(v, 50.0),
+            pct(v, 99.0)
+        );
     }
     Ok(())
 }

@@ -48,7 +48,7 @@ pub fn kvm_path() -> PathBuf {
 
 /// Open KVM at `path`, mapping the common failures to errors naming the fix.
 pub fn open_kvm_at(path: &Path) -> Result<kvm_ioctls::Kvm, KvmOpenError> {
-    use std::os::unix::io::IntoRawFd;
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -62,7 +62,10 @@ pub fn reboot_now() {
     // SAFETY: reboot(RB_AUTOBOOT) has no memory arguments; as PID 1 with
     // CAP_SYS_BOOT it does not return on success.
     let rc = unsafe { libc::reboot(libc::RB_AUTOBOOT) };
-    eprintln!("embervm-agent: reboot failed: {}", std::io::Error::last_os_error());
+    eprintln!(
+        "embervm-agent: reboot failed: {}",
+        std::io::Error::last_os_error()
+    );
     let _ = rc;
 }
 
@@ -72,17 +75,29 @@ mod tests {
 
     #[test]
     fn defaults_to_idle() {
-        assert_eq!(BootOptions::parse("console=ttyS0 quiet").action, Action::Idle);
+        assert_eq!(
+            BootOptions::parse("console=ttyS0 quiet").action,
+            Action::Idle
+        );
         assert_eq!(BootOptions::parse("").action, Action::Idle);
     }
 
     #[test]
     fn reboot_and_run() {
-        assert_eq!(BootOptions::parse("embervm.action=reboot").action, Action::Reboot);
+        assert_eq!(
+            BootOptions::parse("embervm.action=reboot").action,
+            Action::Reboot
+        );
         let o = BootOptions::parse("a embervm.action=run embervm.run=/bin/echo,hi b");
         assert_eq!(o.action, Action::Run(vec!["/bin/echo".into(), "hi".into()]));
         // run without a command stays idle rather than guessing
-        assert_eq!(BootOptions::parse("embervm.action=run").action, Action::Idle);
-        assert_eq!(BootOptions::parse("embervm.action=bogus").action, Action::Idle);
+        assert_eq!(
+            BootOptions::parse("embervm.action=run").action,
+            Action::Idle
+        );
+        assert_eq!(
+            BootOptions::parse("embervm.action=bogus").action,
+            Action::Idle
+        );
     }
 }

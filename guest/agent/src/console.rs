@@ -13,7 +13,7 @@ pub fn ensure_stdio() {
         return;
     }
     let _ = std::fs::create_dir_all("/dev");
-    crate::mounts::mount_one("devtmpfs", "/dev", "devtmpfs", 0, "");
+    let _ = crate::mounts::mount_one("devtmpfs", "/dev", "devtmpfs", 0, "");
     let path = CString::new("/dev/console").expect("static path has no NUL");
     // SAFETY: `path` is a valid NUL-terminated string; the returned fd is
     // checked before use.

@@ -11,8 +11,8 @@
 mod cmdline;
 mod console;
 mod mounts;
-mod reaper;
 mod ready;
+mod reaper;
 
 use std::process::ExitCode;
 

@@ -54,7 +54,9 @@ pub fn block_sigchld() -> std::io::Result<()> {
 impl Reaper {
     /// Start the reaper thread. SIGCHLD must already be blocked.
     pub fn start() -> std::io::Result<Reaper> {
-        let reaper = Reaper { table: Arc::default() };
+        let reaper = Reaper {
+            table: Arc::default(),
+        };
         let worker = reaper.clone();
         std::thread::Builder::new()
             .name("reaper".into())
