@@ -1,0 +1,286 @@
+//! The public VM: [`VmConfig`] in, a booted guest out.
+//!
+//! [`Vm::new`] does every check and every piece of setup: it validates the
+//! configuration and plans the boot (kernel, initrd, command line against the
+//! guest's RAM) before touching KVM, then opens KVM, checks the vCPU limit,
+//! maps guest memory, creates the VM (irqchip, PIT), loads the kernel and
+//! writes the boot structures (page tables, MP table, boot params), wires
+//! the UART (IRQ 4 through an irqfd) and the i8042 onto the port bus, and
+//! creates and configures every vCPU. No vCPU has run when it returns, so
+//! all bad input fails there.
+//!
+//! [`Vm::run`] starts one thread per vCPU and blocks until the guest resets
+//! or shuts down, a vCPU fails, or a [`VmHandle`] kills it; then it stops and
+//! joins every thread and drops the VM, leaving nothing behind. A
+//! [`VmHandle`] (cheap to clone, usable from any thread, before or during
+//! `run`) pauses, resumes and kills.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::Kvm;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::x86_64::boot::{self, BootPlan};
+use crate::arch::x86_64::layout::{
+    I8042_PORT_BASE, I8042_PORT_LEN, SERIAL_IRQ, SERIAL_PORT_BASE, SERIAL_PORT_LEN,
+};
+use crate::arch::x86_64::regs::EntryPoint;
+use crate::arch::x86_64::{mptable, paging};
+use crate::devices::bus::PioBus;
+use crate::devices::console::{ConsoleConfig, ConsoleOut, PanicRecord};
+use crate::devices::i8042::I8042;
+use crate::devices::serial::Serial;
+use crate::error::VmError;
+use crate::exit::ExitReason;
+use crate::memory::{self, GuestMemory};
+use crate::vstate::control::{install_kick_handler, Control};
+use crate::vstate::vcpu::{Vcpu, VcpuContext};
+use crate::vstate::vm::KvmVm;
+use crate::vstate::{kvm_err, SetupError};
+
+/// Most vCPUs a guest gets: the guest kernel's NR_CPUS and the MP table's room.
+pub const MAX_VCPUS: u32 = mptable::MAX_CPUS;
+/// A command line that suits the embervm guest kernel.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
+/// Default guest memory.
+pub const DEFAULT_MEMORY_MIB: u32 = 256;
+
+/// What to boot and how big.
+#[derive(Debug)]
+pub struct VmConfig {
+    /// `vmlinux` (ELF; PVH entry if present) or `bzImage`.
+    pub kernel: PathBuf,
+    /// Optional initramfs.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Guest RAM in MiB.
+    pub memory_mib: u32,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Where the serial console goes.
+    pub console: ConsoleConfig,
+}
+
+impl VmConfig {
+    /// A config for `kernel` with the defaults: no initrd,
+    /// [`DEFAULT_CMDLINE`], [`DEFAULT_MEMORY_MIB`], 1 vCPU, console off.
+    pub fn new(kernel: impl Into<PathBuf>) -> Self {
+        Self {
+            kernel: kernel.into(),
+            initrd: None,
+            cmdline: DEFAULT_CMDLINE.to_string(),
+            memory_mib: DEFAULT_MEMORY_MIB,
+            vcpus: 1,
+            console: ConsoleConfig::off(),
+        }
+    }
+}
+
+/// Check the vCPU count against the guest-side limit (and `kvm_max`).
+pub fn validate_vcpus(value: u32, kvm_max: u32) -> Result<(), VmError> {
+    let max = MAX_VCPUS.min(kvm_max);
+    if value == 0 || value > max {
+        return Err(VmError::VcpuCount {
+            value,
+            max,
+            kvm_max,
+            guest_max: MAX_VCPUS,
+        });
+    }
+    Ok(())
+}
+
+/// Controls a VM from any thread.
+#[derive(Clone)]
+pub struct VmHandle {
+    control: Arc<Control>,
+}
+
+impl VmHandle {
+    /// Stop the VM; [`Vm::run`] returns [`ExitReason::Killed`] unless the
+    /// guest already ended it.
+    pub fn kill(&self) {
+        self.control.stop(Ok(ExitReason::Killed));
+    }
+
+    /// Take every vCPU out of the guest and hold it; returns once all are
+    /// parked. Returns false if the VM is stopping or stopped.
+    pub fn pause(&self) -> bool {
+        self.control.pause()
+    }
+
+    /// Let paused vCPUs continue.
+    pub fn resume(&self) {
+        self.control.resume()
+    }
+
+    /// When vCPU 0 first entered `KVM_RUN`.
+    pub fn first_kvm_run(&self) -> Option<Instant> {
+        self.control.first_run()
+    }
+}
+
+/// A VM ready to run.
+pub struct Vm {
+    // Field order is drop order: vCPUs and devices before the VM fd, the
+    // VM fd before the memory it maps.
+    vcpus: Vec<Vcpu>,
+    bus: Arc<PioBus>,
+    serial: Arc<Mutex<Serial>>,
+    panic: PanicRecord,
+    control: Arc<Control>,
+    entry: EntryPoint,
+    _serial_irq: EventFd,
+    _vm: KvmVm,
+    _kvm: Kvm,
+    _memory: GuestMemory,
+}
+
+impl Vm {
+    /// Check `config`, build the VM and configure its vCPUs (none runs yet).
+    pub fn new(config: VmConfig) -> Result<Self, VmError> {
+        validate_vcpus(config.vcpus, MAX_VCPUS)?;
+        memory::validate_memory_mib(config.memory_mib)?;
+        let plan: BootPlan = boot::plan(
+            &config.kernel,
+            config.initrd.as_deref(),
+            &config.cmdline,
+            memory::low_ram_end(config.memory_mib),
+        )?;
+
+        let kvm = crate::kvm::open_kvm()?;
+        let kvm_max = u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX);
+        validate_vcpus(config.vcpus, kvm_max)?;
+        install_kick_handler()?;
+
+        let mem = memory::create_guest_memory(config.memory_mib)?;
+        let vm = KvmVm::new(&kvm)?;
+        vm.register_memory(&mem)?;
+
+        let entry = boot::load(&mem, &plan)?;
+        paging::write_identity_tables(&mem).map_err(|source| SetupError::Memory {
+            what: "page tables",
+            source,
+        })?;
+        mptable::write_mptable(&mem, config.vcpus).map_err(SetupError::from)?;
+
+        let panic = PanicRecord::default();
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| SetupError::Host {
+            what: "eventfd for the serial IRQ",
+            source,
+        })?;
+        vm.register_irqfd(&serial_irq, SERIAL_IRQ)?;
+        let irq = serial_irq.try_clone().map_err(|source| SetupError::Host {
+            what: "eventfd clone",
+            source,
+        })?;
+        let serial = Arc::new(Mutex::new(Serial::new(
+            irq,
+            ConsoleOut::new(config.console, panic.clone()),
+        )));
+        let mut bus = PioBus::new();
+        bus.insert(SERIAL_PORT_BASE, SERIAL_PORT_LEN, serial.clone())
+            .map_err(SetupError::from)?;
+        bus.insert(
+            I8042_PORT_BASE,
+            I8042_PORT_LEN,
+            Arc::new(Mutex::new(I8042::new())),
+        )
+        .map_err(SetupError::from)?;
+
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let mut vcpus = Vec::with_capacity(config.vcpus as usize);
+        for i in 0..config.vcpus {
+            let v = Vcpu::new(i, vm.create_vcpu(i)?);
+            v.configure(&supported, config.vcpus, entry)?;
+            vcpus.push(v);
+        }
+
+        Ok(Self {
+            vcpus,
+            bus: Arc::new(bus),
+            serial,
+            panic,
+            control: Arc::new(Control::new()),
+            entry,
+            _serial_irq: serial_irq,
+            _vm: vm,
+            _kvm: kvm,
+            _memory: mem,
+        })
+    }
+
+    /// A handle to pause, resume or kill this VM from another thread.
+    pub fn handle(&self) -> VmHandle {
+        VmHandle {
+            control: self.control.clone(),
+        }
+    }
+
+    /// How the boot vCPU enters the kernel (PVH or 64-bit Linux).
+    pub fn entry_point(&self) -> EntryPoint {
+        self.entry
+    }
+
+    /// Run the guest until it ends or is killed; then tear everything down.
+    pub fn run(mut self) -> Result<ExitReason, VmError> {
+        let control = self.control.clone();
+        let vcpus = std::mem::take(&mut self.vcpus);
+        control.expect_threads(vcpus.len());
+        let mut threads = Vec::with_capacity(vcpus.len());
+        let mut unstarted = 0;
+        for mut vcpu in vcpus {
+            let index = vcpu.index();
+            let (bus, ctl, panic) = (self.bus.clone(), control.clone(), self.panic.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("ember-vcpu{index}"))
+                .spawn(move || {
+                    let ctx = VcpuContext {
+                        bus: &bus,
+                        control: &ctl,
+                        panic: &panic,
+                    };
+                    if let Some(outcome) = vcpu.run(&ctx) {
+                        ctl.stop(outcome);
+                    }
+                    ctl.thread_exited();
+                    drop(vcpu);
+                });
+            match spawned {
+                Ok(h) => {
+                    use std::os::unix::thread::JoinHandleExt;
+                    control.add_thread(h.as_pthread_t());
+                    threads.push(h);
+                }
+                Err(source) => {
+                    unstarted += 1;
+                    control.stop(Err(VmError::Thread {
+                        vcpu: index,
+                        source,
+                    }));
+                }
+            }
+        }
+        for _ in 0..unstarted {
+            control.thread_exited();
+        }
+        let outcome = control.wait();
+        // Make sure every vCPU leaves, then join them.
+        control.stop(Ok(ExitReason::Killed));
+        control.take_threads();
+        for t in threads {
+            // A vCPU thread that panicked has nothing more to report.
+            let _ = t.join();
+        }
+        if let Ok(mut s) = self.serial.lock() {
+            s.flush();
+        }
+        outcome
+    }
+}

@@ -1,0 +1,70 @@
+//! The KVM VM fd: in-kernel irqchip (PIC + IOAPIC) and PIT, guest memory
+//! slots, irqfds and vCPU creation.
+//!
+//! The order KVM wants: TSS address and irqchip before any vCPU exists, then
+//! memory slots, then vCPUs.
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{kvm_err, SetupError};
+use crate::arch::x86_64::layout::KVM_TSS_ADDRESS;
+use crate::memory::GuestMemory;
+
+/// A KVM VM with its interrupt controllers.
+pub struct KvmVm {
+    fd: VmFd,
+}
+
+impl KvmVm {
+    /// Create the VM, its TSS area, the in-kernel PIC/IOAPIC/LAPICs and PIT.
+    pub fn new(kvm: &Kvm) -> Result<Self, SetupError> {
+        let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        fd.set_tss_address(KVM_TSS_ADDRESS as usize)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        fd.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        Ok(Self { fd })
+    }
+
+    /// Give every region of `mem` to the guest, one memory slot each.
+    pub fn register_memory(&self, mem: &GuestMemory) -> Result<(), SetupError> {
+        for (slot, region) in mem.iter().enumerate() {
+            let r = kvm_userspace_memory_region {
+                slot: slot as u32,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+                flags: 0,
+            };
+            // SAFETY: the host range is a live mapping owned by `mem`, of
+            // exactly `memory_size` bytes; the caller keeps `mem` alive for as
+            // long as this VM can run (the `Vm` owns both and joins every vCPU
+            // thread before dropping the memory).
+            unsafe { self.fd.set_user_memory_region(r) }
+                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+        Ok(())
+    }
+
+    /// Deliver `gsi` whenever `evt` is written.
+    pub fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), SetupError> {
+        self.fd
+            .register_irqfd(evt, gsi)
+            .map_err(kvm_err("KVM_IRQFD"))
+    }
+
+    /// Create vCPU `index`.
+    pub fn create_vcpu(&self, index: u32) -> Result<VcpuFd, SetupError> {
+        self.fd
+            .create_vcpu(u64::from(index))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))
+    }
+}
