@@ -2,9 +2,12 @@
 
 use std::process::ExitCode;
 
+mod boot;
+
 const USAGE: &str = "usage: embervm <command>
 
 commands:
+  boot       boot a kernel (default: the guest from `make guest`); `boot --help`
   check      check that this host can run embervm (KVM, default guest)
   version    print the version";
 
@@ -16,6 +19,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("check") => check(),
+        Some("boot") => boot::main(&args[1..]),
         Some("help") | Some("--help") | Some("-h") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

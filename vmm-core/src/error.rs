@@ -17,16 +17,17 @@ pub enum VmError {
     Kvm(#[from] KvmOpenError),
     /// vCPU count out of range.
     #[error(
-        "{value} vCPUs asked: this host runs 1 to {max} (KVM_CAP_MAX_VCPUS {kvm_max}, guest \
-         kernel and MP table limit {guest_max})"
+        "{value} vCPUs asked: a VM has 1 to {max} (guest kernel NR_CPUS and MP table limit \
+         {guest_max}{})",
+        .kvm_max.map(|k| format!(", KVM_CAP_MAX_VCPUS {k}")).unwrap_or_default()
     )]
     VcpuCount {
         /// Requested.
         value: u32,
         /// The effective limit.
         max: u32,
-        /// What KVM allows.
-        kvm_max: u32,
+        /// What KVM allows, once KVM has been asked.
+        kvm_max: Option<u32>,
         /// What the guest side allows.
         guest_max: u32,
     },

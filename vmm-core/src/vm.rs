@@ -80,9 +80,9 @@ impl VmConfig {
     }
 }
 
-/// Check the vCPU count against the guest-side limit (and `kvm_max`).
-pub fn validate_vcpus(value: u32, kvm_max: u32) -> Result<(), VmError> {
-    let max = MAX_VCPUS.min(kvm_max);
+/// Check the vCPU count against the guest-side limit (and KVM's, if known).
+pub fn validate_vcpus(value: u32, kvm_max: Option<u32>) -> Result<(), VmError> {
+    let max = MAX_VCPUS.min(kvm_max.unwrap_or(u32::MAX));
     if value == 0 || value > max {
         return Err(VmError::VcpuCount {
             value,
@@ -143,7 +143,7 @@ pub struct Vm {
 impl Vm {
     /// Check `config`, build the VM and configure its vCPUs (none runs yet).
     pub fn new(config: VmConfig) -> Result<Self, VmError> {
-        validate_vcpus(config.vcpus, MAX_VCPUS)?;
+        validate_vcpus(config.vcpus, None)?;
         memory::validate_memory_mib(config.memory_mib)?;
         let plan: BootPlan = boot::plan(
             &config.kernel,
@@ -154,7 +154,7 @@ impl Vm {
 
         let kvm = crate::kvm::open_kvm()?;
         let kvm_max = u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX);
-        validate_vcpus(config.vcpus, kvm_max)?;
+        validate_vcpus(config.vcpus, Some(kvm_max))?;
         install_kick_handler()?;
 
         let mem = memory::create_guest_memory(config.memory_mib)?;
@@ -282,5 +282,25 @@ impl Vm {
             s.flush();
         }
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vcpu_limits() {
+        assert!(validate_vcpus(1, None).is_ok());
+        assert!(validate_vcpus(32, Some(288)).is_ok());
+        let e = validate_vcpus(0, None).unwrap_err().to_string();
+        assert!(e.starts_with("0 vCPUs") && e.contains("1 to 32"), "{e}");
+        let e = validate_vcpus(33, Some(288)).unwrap_err().to_string();
+        assert!(
+            e.contains("33") && e.contains("1 to 32") && e.contains("KVM_CAP_MAX_VCPUS 288"),
+            "{e}"
+        );
+        let e = validate_vcpus(8, Some(4)).unwrap_err().to_string();
+        assert!(e.contains("1 to 4"), "{e}");
     }
 }
