@@ -63,7 +63,22 @@ impl PioBus {
     }
 
     /// A guest read from `port`; returns false (and zeros) if nobody owns it.
+    ///
+    /// KVM reports string I/O (`rep insb`) as one buffer of count × size
+    /// bytes; anything wider than 4 bytes is treated as that many byte reads
+    /// of the same port (the devices here are byte-wide).
     pub fn read(&self, port: u16, data: &mut [u8]) -> bool {
+        if data.len() > 4 {
+            let mut owned = true;
+            for b in data.chunks_mut(1) {
+                owned &= self.read_one(port, b);
+            }
+            return owned;
+        }
+        self.read_one(port, data)
+    }
+
+    fn read_one(&self, port: u16, data: &mut [u8]) -> bool {
         match self.find(port, data.len()) {
             Some((e, off)) => {
                 match e.dev.lock() {
@@ -79,8 +94,21 @@ impl PioBus {
         }
     }
 
-    /// A guest write to `port`.
+    /// A guest write to `port` (string I/O is split as in [`PioBus::read`]).
     pub fn write(&self, port: u16, data: &[u8]) -> DeviceEvent {
+        if data.len() > 4 {
+            let mut event = DeviceEvent::None;
+            for b in data.chunks(1) {
+                if self.write_one(port, b) == DeviceEvent::Reset {
+                    event = DeviceEvent::Reset;
+                }
+            }
+            return event;
+        }
+        self.write_one(port, data)
+    }
+
+    fn write_one(&self, port: u16, data: &[u8]) -> DeviceEvent {
         match self.find(port, data.len()) {
             Some((e, off)) => match e.dev.lock() {
                 Ok(mut d) => d.write(off, data),
@@ -123,5 +151,11 @@ mod tests {
         assert!(!bus.read(0x2f8, &mut b));
         assert_eq!(bus.write(0x3f9, &[0x42]), DeviceEvent::None);
         assert_eq!(dev.lock().unwrap().0, vec![(1, 0x42)]);
+        // String I/O: each byte is its own access to the same port.
+        bus.write(0x3f8, b"abcdef");
+        assert_eq!(dev.lock().unwrap().0.len(), 7);
+        let mut s = [0u8; 6];
+        assert!(bus.read(0x3fd, &mut s));
+        assert_eq!(s, [6; 6]);
     }
 }
