@@ -67,16 +67,27 @@ mk olddefconfig >/dev/null
 "$here/check-config.sh" "$build/.config" "${fragments[@]}" >&2 ||
     die "the kernel config lost fragment lines (see above)"
 
-echo "kernel: building $flavor with -j$(nproc)" >&2
-mk -j"$(nproc)" vmlinux bzImage >&2
-
 mkdir -p "$EMBERVM_CACHE_DIR/kernel"
+cp "$build/.config" "$EMBERVM_CACHE_DIR/kernel/.config-$flavor-$key"
+echo "kernel: building $flavor with -j$(nproc)" >&2
+if ! mk -j"$(nproc)" vmlinux bzImage >&2; then
+    # A tree left behind by an interrupted build can hold half-written
+    # objects: start once more from a clean tree before giving up.
+    echo "kernel: build failed; retrying from a clean tree" >&2
+    rm -rf "$build"
+    mkdir -p "$build"
+    cp "$EMBERVM_CACHE_DIR/kernel/.config-$flavor-$key" "$build/.config"
+    mk olddefconfig >/dev/null
+    mk -j"$(nproc)" vmlinux bzImage >&2 || die "kernel build failed (see above)"
+fi
+
 tmp=$(mktemp -d "$EMBERVM_CACHE_DIR/kernel/.$flavor.XXXXXX")
 cp "$build/vmlinux" "$tmp/vmlinux"
 cp "$build/arch/x86/boot/bzImage" "$tmp/bzImage"
 cp "$build/.config" "$tmp/config"
 rm -rf "$out"
 mv -T "$tmp" "$out"
+rm -f "$EMBERVM_CACHE_DIR/kernel/.config-$flavor-$key"
 # Keep only this flavor's newest build tree (for quick relinks).
 for old in "$EMBERVM_CACHE_DIR/build/$flavor"-*; do
     [ "$old" = "$build" ] || rm -rf "$old"
