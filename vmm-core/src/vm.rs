@@ -17,7 +17,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::Kvm;
@@ -124,6 +124,26 @@ impl VmHandle {
     }
 }
 
+/// How long each phase of [`Vm::new`] took (for benchmarks and tuning).
+#[derive(Debug, Clone, Default)]
+pub struct SetupTimings {
+    /// Phase name and duration, in order.
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+impl SetupTimings {
+    fn mark(&mut self, name: &'static str, since: &mut Instant) {
+        let now = Instant::now();
+        self.phases.push((name, now - *since));
+        *since = now;
+    }
+
+    /// Sum of all phases.
+    pub fn total(&self) -> Duration {
+        self.phases.iter().map(|p| p.1).sum()
+    }
+}
+
 /// A VM ready to run.
 pub struct Vm {
     // Field order is drop order: vCPUs and devices before the VM fd, the
@@ -134,6 +154,7 @@ pub struct Vm {
     panic: PanicRecord,
     control: Arc<Control>,
     entry: EntryPoint,
+    timings: SetupTimings,
     _serial_irq: EventFd,
     _vm: KvmVm,
     _kvm: Kvm,
@@ -143,6 +164,8 @@ pub struct Vm {
 impl Vm {
     /// Check `config`, build the VM and configure its vCPUs (none runs yet).
     pub fn new(config: VmConfig) -> Result<Self, VmError> {
+        let mut timings = SetupTimings::default();
+        let mut t = Instant::now();
         validate_vcpus(config.vcpus, None)?;
         memory::validate_memory_mib(config.memory_mib)?;
         let plan: BootPlan = boot::plan(
@@ -151,22 +174,34 @@ impl Vm {
             &config.cmdline,
             memory::low_ram_end(config.memory_mib),
         )?;
+        timings.mark("validate and plan", &mut t);
 
         let kvm = crate::kvm::open_kvm()?;
         let kvm_max = u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX);
         validate_vcpus(config.vcpus, Some(kvm_max))?;
         install_kick_handler()?;
+        timings.mark("open /dev/kvm", &mut t);
 
         let mem = memory::create_guest_memory(config.memory_mib)?;
+        timings.mark("map guest memory", &mut t);
         let vm = KvmVm::new(&kvm)?;
         vm.register_memory(&mem)?;
+        timings.mark("create VM, TSS, register memory", &mut t);
+        vm.setup_irqchip()?;
+        timings.mark("irqchip, PIT", &mut t);
+        memory::advise_hugepages(&mem, plan.kernel.start, plan.kernel.end);
+        if let Some((_, addr, size)) = &plan.initrd {
+            memory::advise_hugepages(&mem, *addr, addr + size);
+        }
 
         let entry = boot::load(&mem, &plan)?;
+        timings.mark("load kernel, initrd, boot params", &mut t);
         paging::write_identity_tables(&mem).map_err(|source| SetupError::Memory {
             what: "page tables",
             source,
         })?;
         mptable::write_mptable(&mem, config.vcpus).map_err(SetupError::from)?;
+        timings.mark("page tables, MP table", &mut t);
 
         let panic = PanicRecord::default();
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| SetupError::Host {
@@ -192,6 +227,7 @@ impl Vm {
         )
         .map_err(SetupError::from)?;
 
+        timings.mark("devices", &mut t);
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
@@ -201,6 +237,7 @@ impl Vm {
             v.configure(&supported, config.vcpus, entry)?;
             vcpus.push(v);
         }
+        timings.mark("create and configure vCPUs", &mut t);
 
         Ok(Self {
             vcpus,
@@ -209,6 +246,7 @@ impl Vm {
             panic,
             control: Arc::new(Control::new()),
             entry,
+            timings,
             _serial_irq: serial_irq,
             _vm: vm,
             _kvm: kvm,
@@ -226,6 +264,11 @@ impl Vm {
     /// How the boot vCPU enters the kernel (PVH or 64-bit Linux).
     pub fn entry_point(&self) -> EntryPoint {
         self.entry
+    }
+
+    /// How long each phase of [`Vm::new`] took.
+    pub fn setup_timings(&self) -> &SetupTimings {
+        &self.timings
     }
 
     /// Run the guest until it ends or is killed; then tear everything down.
