@@ -144,6 +144,15 @@ impl SetupTimings {
     }
 }
 
+/// Tells [`Control`] a vCPU thread is gone when dropped.
+struct ThreadExit<'a>(&'a Control);
+
+impl Drop for ThreadExit<'_> {
+    fn drop(&mut self) {
+        self.0.thread_exited();
+    }
+}
+
 /// A VM ready to run.
 pub struct Vm {
     // Field order is drop order: vCPUs and devices before the VM fd, the
@@ -284,6 +293,8 @@ impl Vm {
             let spawned = std::thread::Builder::new()
                 .name(format!("ember-vcpu{index}"))
                 .spawn(move || {
+                    // Counts the thread out even if it unwinds.
+                    let _exited = ThreadExit(&ctl);
                     let ctx = VcpuContext {
                         bus: &bus,
                         control: &ctl,
@@ -292,7 +303,6 @@ impl Vm {
                     if let Some(outcome) = vcpu.run(&ctx) {
                         ctl.stop(outcome);
                     }
-                    ctl.thread_exited();
                     drop(vcpu);
                 });
             match spawned {
