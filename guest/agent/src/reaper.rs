@@ -6,21 +6,48 @@
 //! channel; statuses nobody claimed (orphans re-parented to PID 1, or a child
 //! that exited before its parent registered) are kept briefly so a late
 //! registration still gets its status, and dropped beyond a fixed bound.
+//! Children are collected with `wait4`, so a caller that wants the CPU time
+//! of its child (and the descendants that child waited for) registers with
+//! [`Reaper::register_reaped`] instead of [`Reaper::register`].
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Unclaimed statuses kept at most (orphans are the common case; they are
 /// never claimed, so this only bounds memory).
 const MAX_UNCLAIMED: usize = 1024;
 
+/// A collected child: its status and resource usage.
+#[derive(Debug, Clone, Copy)]
+pub struct Reaped {
+    /// The wait status.
+    pub status: ExitStatus,
+    /// User CPU time of the child and the descendants it waited for.
+    pub user: Duration,
+    /// System CPU time, likewise.
+    pub sys: Duration,
+}
+
+/// Who waits for a pid, and in which form.
+enum Waiter {
+    Status(Sender<ExitStatus>),
+    Reaped(Sender<Reaped>),
+}
+
 #[derive(Default)]
 struct Table {
-    waiting: HashMap<libc::pid_t, Sender<ExitStatus>>,
-    unclaimed: HashMap<libc::pid_t, ExitStatus>,
+    waiting: HashMap<libc::pid_t, Waiter>,
+    unclaimed: HashMap<libc::pid_t, Reaped>,
+}
+
+fn timeval(tv: libc::timeval) -> Duration {
+    let secs = u64::try_from(tv.tv_sec).unwrap_or(0);
+    let micros = u32::try_from(tv.tv_usec).unwrap_or(0).min(999_999);
+    Duration::from_secs(secs) + Duration::from_micros(u64::from(micros))
 }
 
 /// Handle to the reaper thread's registry.
@@ -79,21 +106,37 @@ impl Reaper {
     fn drain(&self) {
         loop {
             let mut status: libc::c_int = 0;
-            // SAFETY: `status` is a valid out-pointer for waitpid.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            // SAFETY: rusage is plain data that wait4 fills in.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: `status` and `usage` are valid out-pointers for wait4.
+            let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut usage) };
             if pid <= 0 {
                 return;
             }
-            self.deliver(pid, ExitStatus::from_raw(status));
+            self.deliver(
+                pid,
+                Reaped {
+                    status: ExitStatus::from_raw(status),
+                    user: timeval(usage.ru_utime),
+                    sys: timeval(usage.ru_stime),
+                },
+            );
         }
     }
 
-    fn deliver(&self, pid: libc::pid_t, status: ExitStatus) {
+    fn deliver(&self, pid: libc::pid_t, reaped: Reaped) {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = table.waiting.remove(&pid) {
-            let _ = tx.send(status);
-        } else if table.unclaimed.len() < MAX_UNCLAIMED {
-            table.unclaimed.insert(pid, status);
+        match table.waiting.remove(&pid) {
+            Some(Waiter::Status(tx)) => {
+                let _ = tx.send(reaped.status);
+            }
+            Some(Waiter::Reaped(tx)) => {
+                let _ = tx.send(reaped);
+            }
+            None if table.unclaimed.len() < MAX_UNCLAIMED => {
+                table.unclaimed.insert(pid, reaped);
+            }
+            None => {}
         }
     }
 
@@ -101,10 +144,22 @@ impl Reaper {
     pub fn register(&self, pid: libc::pid_t) -> Receiver<ExitStatus> {
         let (tx, rx) = channel();
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(status) = table.unclaimed.remove(&pid) {
-            let _ = tx.send(status);
+        if let Some(reaped) = table.unclaimed.remove(&pid) {
+            let _ = tx.send(reaped.status);
         } else {
-            table.waiting.insert(pid, tx);
+            table.waiting.insert(pid, Waiter::Status(tx));
+        }
+        rx
+    }
+
+    /// Register interest in `pid`'s exit status and CPU usage.
+    pub fn register_reaped(&self, pid: libc::pid_t) -> Receiver<Reaped> {
+        let (tx, rx) = channel();
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reaped) = table.unclaimed.remove(&pid) {
+            let _ = tx.send(reaped);
+        } else {
+            table.waiting.insert(pid, Waiter::Reaped(tx));
         }
         rx
     }
