@@ -1,6 +1,7 @@
 //! Emulated devices: the port-I/O bus and the legacy PC devices a Linux guest
 //! needs to boot and to leave: the 8250 UART (console) and an i8042 that
-//! turns the keyboard controller reset into a VM reset.
+//! turns the keyboard controller reset into a VM reset. [`virtio`] holds the
+//! virtio-mmio transport, its MMIO bus, and the virtio-vsock device.
 //!
 //! Devices see only offsets inside their own port range, never raw ports,
 //! and report guest requests that concern the whole VM (a reset) as a
@@ -10,6 +11,7 @@ pub mod bus;
 pub mod console;
 pub mod i8042;
 pub mod serial;
+pub mod virtio;
 
 /// What a device write asks of the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

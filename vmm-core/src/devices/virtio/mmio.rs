@@ -199,14 +199,20 @@ impl MmioTransport {
             regs::QUEUE_NOTIFY => self.notify(v),
             regs::INTERRUPT_ACK => self.interrupt.ack(v),
             regs::STATUS => self.write_status(v),
-            _ => log::debug!("virtio-mmio: write of {v:#x} to read-only or unknown register {offset:#x}"),
+            _ => log::debug!(
+                "virtio-mmio: write of {v:#x} to read-only or unknown register {offset:#x}"
+            ),
         }
     }
 
     fn write_driver_features(&mut self, v: u32) {
-        let negotiating = self.status & status::DRIVER != 0 && self.status & status::FEATURES_OK == 0;
+        let negotiating =
+            self.status & status::DRIVER != 0 && self.status & status::FEATURES_OK == 0;
         if !negotiating {
-            log::warn!("virtio-mmio: driver features written outside negotiation (status {:#x})", self.status);
+            log::warn!(
+                "virtio-mmio: driver features written outside negotiation (status {:#x})",
+                self.status
+            );
             return;
         }
         match self.driver_features_select {
@@ -218,7 +224,10 @@ impl MmioTransport {
 
     fn write_queue_register(&mut self, offset: u64, v: u32) {
         if !self.queues_configurable() {
-            log::warn!("virtio-mmio: queue register {offset:#x} written in status {:#x}", self.status);
+            log::warn!(
+                "virtio-mmio: queue register {offset:#x} written in status {:#x}",
+                self.status
+            );
             return;
         }
         let index = self.queue_select;
@@ -280,7 +289,9 @@ impl MmioTransport {
                 status::ACKNOWLEDGE => old == 0,
                 status::DRIVER => old == status::ACKNOWLEDGE,
                 status::FEATURES_OK => old == status::ACKNOWLEDGE | status::DRIVER,
-                status::DRIVER_OK => old == status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+                status::DRIVER_OK => {
+                    old == status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK
+                }
                 0 => true,
                 _ => false,
             };
@@ -299,7 +310,10 @@ impl MmioTransport {
             status::DRIVER_OK => {
                 self.status |= status::DRIVER_OK;
                 if let Err(why) = self.activate() {
-                    log::error!("virtio-mmio: device {} not activated: {why}", self.device.device_id());
+                    log::error!(
+                        "virtio-mmio: device {} not activated: {why}",
+                        self.device.device_id()
+                    );
                     self.status |= status::DEVICE_NEEDS_RESET;
                     self.interrupt.signal_config();
                 }
@@ -317,7 +331,9 @@ impl MmioTransport {
             ));
         }
         if self.driver_features & (1 << VIRTIO_F_VERSION_1) == 0 {
-            return Err("driver did not take VIRTIO_F_VERSION_1 (legacy drivers are not supported)".into());
+            return Err(
+                "driver did not take VIRTIO_F_VERSION_1 (legacy drivers are not supported)".into(),
+            );
         }
         Ok(())
     }
@@ -325,7 +341,9 @@ impl MmioTransport {
     fn activate(&mut self) -> Result<(), String> {
         for (i, q) in self.queues.iter().enumerate() {
             if !q.is_valid(&self.mem) {
-                return Err(format!("queue {i} is not ready or lies outside guest memory"));
+                return Err(format!(
+                    "queue {i} is not ready or lies outside guest memory"
+                ));
             }
         }
         let queues = self
@@ -374,8 +392,11 @@ impl MmioDevice for MmioTransport {
             self.device.read_config(offset - regs::CONFIG, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
-            log::warn!("virtio-mmio: {}-byte read at {offset:#x}; registers are 32-bit", data.len());
+        if data.len() != 4 || offset & 3 != 0 {
+            log::warn!(
+                "virtio-mmio: {}-byte read at {offset:#x}; registers are 32-bit",
+                data.len()
+            );
             data.fill(0);
             return;
         }
@@ -389,10 +410,13 @@ impl MmioDevice for MmioTransport {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            log::warn!("virtio-mmio: {}-byte write at {offset:#x}; registers are 32-bit", data.len());
+            log::warn!(
+                "virtio-mmio: {}-byte write at {offset:#x}; registers are 32-bit",
+                data.len()
+            );
             return;
         };
-        if offset % 4 != 0 {
+        if offset & 3 != 0 {
             log::warn!("virtio-mmio: misaligned write at {offset:#x}");
             return;
         }

@@ -48,7 +48,12 @@ impl MmioBus {
     }
 
     /// Attach `dev` at `base..base+len`.
-    pub fn insert(&mut self, base: u64, len: u64, dev: SharedMmioDevice) -> Result<(), MmioOverlap> {
+    pub fn insert(
+        &mut self,
+        base: u64,
+        len: u64,
+        dev: SharedMmioDevice,
+    ) -> Result<(), MmioOverlap> {
         let end = base.checked_add(len).ok_or(MmioOverlap { base, len })?;
         let overlaps = self
             .entries

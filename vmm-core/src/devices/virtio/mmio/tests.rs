@@ -36,7 +36,11 @@ impl VirtioDevice for Fake {
         crate::devices::virtio::read_config_bytes(&7u64.to_le_bytes(), offset, data);
     }
     fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
-        self.log.lock().unwrap().activations.push((a.queues.len(), a.features));
+        self.log
+            .lock()
+            .unwrap()
+            .activations
+            .push((a.queues.len(), a.features));
         Ok(())
     }
     fn reset(&mut self) {
@@ -47,8 +51,13 @@ impl VirtioDevice for Fake {
 fn transport() -> (MmioTransport, Arc<Mutex<Log>>) {
     let log = Arc::new(Mutex::new(Log::default()));
     let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
-    let evts = (0..2).map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap()).collect();
-    let dev = Fake { log: log.clone(), evts };
+    let evts = (0..2)
+        .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
+        .collect();
+    let dev = Fake {
+        log: log.clone(),
+        evts,
+    };
     let irq = Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap()));
     (MmioTransport::new(Box::new(dev), mem, irq), log)
 }
@@ -68,7 +77,11 @@ fn negotiate(t: &mut MmioTransport) {
     w(t, regs::STATUS, status::ACKNOWLEDGE | status::DRIVER);
     w(t, regs::DRIVER_FEATURES_SEL, 1);
     w(t, regs::DRIVER_FEATURES, 1);
-    w(t, regs::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+    w(
+        t,
+        regs::STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
 }
 
 fn setup_queue(t: &mut MmioTransport, index: u32, base: u32) {
@@ -110,7 +123,10 @@ fn identity_registers() {
 fn full_bring_up_and_reset() {
     let (mut t, log) = transport();
     negotiate(&mut t);
-    assert_eq!(r(&mut t, regs::STATUS) & status::FEATURES_OK, status::FEATURES_OK);
+    assert_eq!(
+        r(&mut t, regs::STATUS) & status::FEATURES_OK,
+        status::FEATURES_OK
+    );
     setup_queue(&mut t, 0, 0x1_0000);
     setup_queue(&mut t, 1, 0x2_0000);
     w(&mut t, regs::STATUS, ALL);
@@ -144,15 +160,27 @@ fn features_must_include_version_1_and_be_offered() {
     w(&mut t, regs::STATUS, status::ACKNOWLEDGE);
     w(&mut t, regs::STATUS, status::ACKNOWLEDGE | status::DRIVER);
     // Legacy driver: no VERSION_1.
-    w(&mut t, regs::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+    w(
+        &mut t,
+        regs::STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
     assert_eq!(r(&mut t, regs::STATUS) & status::FEATURES_OK, 0);
     // A feature the device never offered.
     w(&mut t, regs::DRIVER_FEATURES_SEL, 1);
     w(&mut t, regs::DRIVER_FEATURES, 1 | 4);
-    w(&mut t, regs::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+    w(
+        &mut t,
+        regs::STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
     assert_eq!(r(&mut t, regs::STATUS) & status::FEATURES_OK, 0);
     w(&mut t, regs::DRIVER_FEATURES, 1);
-    w(&mut t, regs::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+    w(
+        &mut t,
+        regs::STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
     assert_ne!(r(&mut t, regs::STATUS) & status::FEATURES_OK, 0);
     // Features are frozen after FEATURES_OK.
     w(&mut t, regs::DRIVER_FEATURES, 1 | 4);
@@ -170,7 +198,10 @@ fn status_steps_are_checked() {
     negotiate(&mut t);
     // Taking a bit away is refused.
     w(&mut t, regs::STATUS, status::ACKNOWLEDGE);
-    assert_eq!(r(&mut t, regs::STATUS) & status::FEATURES_OK, status::FEATURES_OK);
+    assert_eq!(
+        r(&mut t, regs::STATUS) & status::FEATURES_OK,
+        status::FEATURES_OK
+    );
     // FAILED sticks until reset.
     w(&mut t, regs::STATUS, status::FAILED);
     assert_ne!(r(&mut t, regs::STATUS) & status::FAILED, 0);
