@@ -204,7 +204,7 @@ impl Cgroup {
         Some((key_value(&s, "user_usec")?, key_value(&s, "system_usec")?))
     }
 
-    /// Wait until no process is left (up to `timeout`).
+    /// Wait until no process is left (up to `timeout`); true if empty.
     pub fn wait_empty(&self, timeout: Duration) -> bool {
         let Ok(mut events) = File::open(self.path.join("cgroup.events")) else {
             return true;
@@ -238,14 +238,24 @@ impl Cgroup {
             unsafe { libc::poll(&mut pfd, 1, ms) };
         }
     }
+
+    /// Kill what is left, wait until empty and remove the directory (the
+    /// supervisor does this before `Exit`; dropping does it again, which is
+    /// then a no-op).
+    pub fn remove(&self) {
+        if !self.path.exists() {
+            return;
+        }
+        let _ = self.kill();
+        self.wait_empty(Duration::from_secs(5));
+        let _ = fs::remove_dir(&self.path);
+    }
 }
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
         self.procs = None;
-        let _ = self.kill();
-        self.wait_empty(Duration::from_secs(5));
-        let _ = fs::remove_dir(&self.path);
+        self.remove();
     }
 }
 

@@ -390,6 +390,7 @@ pub fn start(req: ExecRequest, ctx: &Arc<Ctx>, sink: &Sink) -> Result<Arc<ExecHa
                 exit.cpu_user_us = u;
                 exit.cpu_sys_us = s;
             }
+            cg.remove();
         }
         sink.send_last(&finished, &Response::Exit(exit));
     });
