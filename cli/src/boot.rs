@@ -167,6 +167,7 @@ pub fn main(args: &[String]) -> ExitCode {
         memory_mib: a.memory,
         vcpus: a.vcpus,
         console,
+        vsock: None,
     };
     let vm = match Vm::new(config) {
         Ok(vm) => vm,

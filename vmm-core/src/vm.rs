@@ -5,15 +5,18 @@
 //! guest's RAM) before touching KVM, then opens KVM, checks the vCPU limit,
 //! maps guest memory, creates the VM (irqchip, PIT), loads the kernel and
 //! writes the boot structures (page tables, MP table, boot params), wires
-//! the UART (IRQ 4 through an irqfd) and the i8042 onto the port bus, and
-//! creates and configures every vCPU. No vCPU has run when it returns, so
-//! all bad input fails there.
+//! the UART (IRQ 4 through an irqfd) and the i8042 onto the port bus, puts
+//! the virtio-vsock device (if [`VmConfig::vsock`] asks for it; IRQ 5,
+//! ioeventfds on QueueNotify, declared on the command line) on the MMIO bus,
+//! and creates and configures every vCPU. No vCPU has run when it returns,
+//! so all bad input fails there.
 //!
 //! [`Vm::run`] starts one thread per vCPU and blocks until the guest resets
 //! or shuts down, a vCPU fails, or a [`VmHandle`] kills it; then it stops and
 //! joins every thread and drops the VM, leaving nothing behind. A
 //! [`VmHandle`] (cheap to clone, usable from any thread, before or during
-//! `run`) pauses, resumes and kills.
+//! `run`) pauses, resumes and kills; a [`VsockHandle`] ([`Vm::vsock`])
+//! connects to guest ports and listens for the guest's connections.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -26,6 +29,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::arch::x86_64::boot::{self, BootPlan};
 use crate::arch::x86_64::layout::{
     I8042_PORT_BASE, I8042_PORT_LEN, SERIAL_IRQ, SERIAL_PORT_BASE, SERIAL_PORT_LEN,
+    VIRTIO_MMIO_WINDOW, VIRTIO_VSOCK_IRQ, VIRTIO_VSOCK_MMIO_BASE,
 };
 use crate::arch::x86_64::regs::EntryPoint;
 use crate::arch::x86_64::{mptable, paging};
@@ -33,6 +37,12 @@ use crate::devices::bus::PioBus;
 use crate::devices::console::{ConsoleConfig, ConsoleOut, PanicRecord};
 use crate::devices::i8042::I8042;
 use crate::devices::serial::Serial;
+use crate::devices::virtio::mmio::{self, MmioTransport};
+use crate::devices::virtio::mmio_bus::MmioBus;
+use crate::devices::virtio::vsock::{
+    VsockConfig, VsockDevice, VsockError, VsockHandle, VsockListener,
+};
+use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::error::VmError;
 use crate::exit::ExitReason;
 use crate::memory::{self, GuestMemory};
@@ -63,6 +73,9 @@ pub struct VmConfig {
     pub vcpus: u32,
     /// Where the serial console goes.
     pub console: ConsoleConfig,
+    /// The virtio-vsock device (off by default); when set, it is declared
+    /// to the guest on the command line and [`Vm::vsock`] reaches it.
+    pub vsock: Option<VsockConfig>,
 }
 
 impl VmConfig {
@@ -76,6 +89,7 @@ impl VmConfig {
             memory_mib: DEFAULT_MEMORY_MIB,
             vcpus: 1,
             console: ConsoleConfig::off(),
+            vsock: None,
         }
     }
 }
@@ -159,6 +173,8 @@ pub struct Vm {
     // VM fd before the memory it maps.
     vcpus: Vec<Vcpu>,
     bus: Arc<PioBus>,
+    mmio: Arc<MmioBus>,
+    vsock: Option<VsockHandle>,
     serial: Arc<Mutex<Serial>>,
     panic: PanicRecord,
     control: Arc<Control>,
@@ -177,10 +193,18 @@ impl Vm {
         let mut t = Instant::now();
         validate_vcpus(config.vcpus, None)?;
         memory::validate_memory_mib(config.memory_mib)?;
+        let cmdline = match &config.vsock {
+            Some(_) => format!(
+                "{} {}",
+                config.cmdline,
+                mmio::cmdline_entry(VIRTIO_VSOCK_MMIO_BASE, VIRTIO_MMIO_WINDOW, VIRTIO_VSOCK_IRQ)
+            ),
+            None => config.cmdline.clone(),
+        };
         let plan: BootPlan = boot::plan(
             &config.kernel,
             config.initrd.as_deref(),
-            &config.cmdline,
+            &cmdline,
             memory::low_ram_end(config.memory_mib),
         )?;
         timings.mark("validate and plan", &mut t);
@@ -235,6 +259,11 @@ impl Vm {
             Arc::new(Mutex::new(I8042::new())),
         )
         .map_err(SetupError::from)?;
+        let mut mmio_bus = MmioBus::new();
+        let vsock = match &config.vsock {
+            Some(vc) => Some(attach_vsock(&vm, &mem, &mut mmio_bus, vc)?),
+            None => None,
+        };
 
         timings.mark("devices", &mut t);
         let supported = kvm
@@ -251,6 +280,8 @@ impl Vm {
         Ok(Self {
             vcpus,
             bus: Arc::new(bus),
+            mmio: Arc::new(mmio_bus),
+            vsock,
             serial,
             panic,
             control: Arc::new(Control::new()),
@@ -261,6 +292,28 @@ impl Vm {
             _kvm: kvm,
             _memory: mem,
         })
+    }
+
+    /// A handle to the vsock device's host side (clone it before
+    /// [`Vm::run`] to use it while the VM runs), if the VM has one.
+    pub fn vsock(&self) -> Option<VsockHandle> {
+        self.vsock.clone()
+    }
+
+    /// Connect to guest vsock `port`; returns once the guest accepted.
+    pub fn connect(&self, port: u32) -> Result<std::os::unix::net::UnixStream, VsockError> {
+        self.vsock
+            .as_ref()
+            .ok_or(VsockError::NotConfigured)?
+            .connect(port)
+    }
+
+    /// Accept guest-initiated vsock connections to host `port`.
+    pub fn listen(&self, port: u32) -> Result<VsockListener, VsockError> {
+        self.vsock
+            .as_ref()
+            .ok_or(VsockError::NotConfigured)?
+            .listen(port)
     }
 
     /// A handle to pause, resume or kill this VM from another thread.
@@ -290,6 +343,7 @@ impl Vm {
         for mut vcpu in vcpus {
             let index = vcpu.index();
             let (bus, ctl, panic) = (self.bus.clone(), control.clone(), self.panic.clone());
+            let mmio = self.mmio.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("ember-vcpu{index}"))
                 .spawn(move || {
@@ -297,6 +351,7 @@ impl Vm {
                     let _exited = ThreadExit(&ctl);
                     let ctx = VcpuContext {
                         bus: &bus,
+                        mmio: &mmio,
                         control: &ctl,
                         panic: &panic,
                     };
@@ -336,6 +391,36 @@ impl Vm {
         }
         outcome
     }
+}
+
+/// Put the vsock device on the MMIO bus: interrupts through an irqfd on
+/// [`VIRTIO_VSOCK_IRQ`], and one KVM ioeventfd per queue on its QueueNotify
+/// register (datamatch = queue index), so notifies never exit to user space.
+fn attach_vsock(
+    vm: &KvmVm,
+    mem: &GuestMemory,
+    bus: &mut MmioBus,
+    config: &VsockConfig,
+) -> Result<VsockHandle, SetupError> {
+    let device = VsockDevice::new(config)?;
+    let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| SetupError::Host {
+        what: "eventfd for the vsock IRQ",
+        source,
+    })?;
+    vm.register_irqfd(&irq, VIRTIO_VSOCK_IRQ)?;
+    let notify = VIRTIO_VSOCK_MMIO_BASE + mmio::regs::QUEUE_NOTIFY;
+    for (i, evt) in device.queue_events().iter().enumerate() {
+        vm.register_ioevent(evt, notify, i as u32)?;
+    }
+    let handle = device.handle();
+    let interrupt = Arc::new(Interrupt::new(irq));
+    let transport = MmioTransport::new(Box::new(device), mem.clone(), interrupt);
+    bus.insert(
+        VIRTIO_VSOCK_MMIO_BASE,
+        VIRTIO_MMIO_WINDOW,
+        Arc::new(Mutex::new(transport)),
+    )?;
+    Ok(handle)
 }
 
 #[cfg(test)]

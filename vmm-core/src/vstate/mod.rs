@@ -48,6 +48,12 @@ pub enum SetupError {
     /// Device wiring.
     #[error(transparent)]
     Bus(#[from] crate::devices::bus::BusOverlap),
+    /// MMIO device wiring.
+    #[error(transparent)]
+    MmioBus(#[from] crate::devices::virtio::mmio_bus::MmioOverlap),
+    /// The vsock device.
+    #[error(transparent)]
+    Vsock(#[from] crate::devices::virtio::vsock::VsockSetupError),
     /// An eventfd or signal handler could not be created.
     #[error("{what}: {source}")]
     Host {

@@ -4,11 +4,11 @@
 //! CPUID, boot MSRs, registers for the entry point, FPU, LAPIC LINT0/LINT1)
 //! before any vCPU runs. [`Vcpu::run`] is the body of the vCPU's thread:
 //! checkpoint ([`Control`]), `KVM_RUN`, dispatch the exit. Port I/O goes to
-//! the [`PioBus`]; a device's reset request, a triple fault or a KVM system
-//! event ends the VM with an [`ExitReason`]; an internal error, entry failure
-//! or unknown exit ends it with a [`VmError`] that carries the registers. A
-//! kernel panic seen on the console turns the following reset into
-//! [`VmError::GuestPanic`].
+//! the [`PioBus`], MMIO to the [`MmioBus`]; a device's reset request, a
+//! triple fault or a KVM system event ends the VM with an [`ExitReason`]; an
+//! internal error, entry failure or unknown exit ends it with a [`VmError`]
+//! that carries the registers. A kernel panic seen on the console turns the
+//! following reset into [`VmError::GuestPanic`].
 
 use kvm_bindings::{
     CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
@@ -20,6 +20,7 @@ use super::{kvm_err, SetupError};
 use crate::arch::x86_64::{cpuid, interrupts, msr, regs};
 use crate::devices::bus::PioBus;
 use crate::devices::console::PanicRecord;
+use crate::devices::virtio::mmio_bus::MmioBus;
 use crate::devices::DeviceEvent;
 use crate::error::VmError;
 use crate::exit::{ExitReason, ShutdownCause, VcpuFault, VcpuRegisters};
@@ -34,6 +35,8 @@ pub struct Vcpu {
 pub struct VcpuContext<'a> {
     /// Port-I/O devices.
     pub bus: &'a PioBus,
+    /// MMIO devices (virtio-mmio windows).
+    pub mmio: &'a MmioBus,
     /// Run state shared by all vCPUs.
     pub control: &'a Control,
     /// Set when the console showed a kernel panic.
@@ -127,7 +130,7 @@ impl Vcpu {
                 first = false;
             }
             let action = match self.fd.run() {
-                Ok(exit) => Self::dispatch(exit, ctx.bus),
+                Ok(exit) => Self::dispatch(exit, ctx.bus, ctx.mmio),
                 Err(e) if e.errno() == libc::EINTR => {
                     // Kicked: clear the flag before looking at the state again.
                     self.fd.set_kvm_immediate_exit(0);
@@ -176,7 +179,7 @@ impl Vcpu {
         Ok(reason)
     }
 
-    fn dispatch(exit: VcpuExit<'_>, bus: &PioBus) -> Action {
+    fn dispatch(exit: VcpuExit<'_>, bus: &PioBus, mmio: &MmioBus) -> Action {
         match exit {
             VcpuExit::IoIn(port, data) => {
                 bus.read(port, data);
@@ -186,12 +189,14 @@ impl Vcpu {
                 DeviceEvent::Reset => Action::Exit(ExitReason::Reset),
                 DeviceEvent::None => Action::Continue,
             },
-            VcpuExit::MmioRead(_, data) => {
-                // No MMIO devices yet: unclaimed addresses read as zero.
-                data.fill(0);
+            VcpuExit::MmioRead(addr, data) => {
+                mmio.read(addr, data);
                 Action::Continue
             }
-            VcpuExit::MmioWrite(..) => Action::Continue,
+            VcpuExit::MmioWrite(addr, data) => {
+                mmio.write(addr, data);
+                Action::Continue
+            }
             VcpuExit::Hlt | VcpuExit::IrqWindowOpen | VcpuExit::Intr => Action::Continue,
             VcpuExit::Shutdown => Action::Exit(ExitReason::Shutdown(ShutdownCause::TripleFault)),
             VcpuExit::SystemEvent(kind, _) => match kind {

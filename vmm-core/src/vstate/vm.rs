@@ -69,6 +69,19 @@ impl KvmVm {
             .map_err(kvm_err("KVM_IRQFD"))
     }
 
+    /// Signal `evt` (instead of exiting to user space) when the guest
+    /// writes the 32-bit value `datamatch` at MMIO address `addr`.
+    pub fn register_ioevent(
+        &self,
+        evt: &EventFd,
+        addr: u64,
+        datamatch: u32,
+    ) -> Result<(), SetupError> {
+        self.fd
+            .register_ioevent(evt, &kvm_ioctls::IoEventAddress::Mmio(addr), datamatch)
+            .map_err(kvm_err("KVM_IOEVENTFD"))
+    }
+
     /// Create vCPU `index`.
     pub fn create_vcpu(&self, index: u32) -> Result<VcpuFd, SetupError> {
         self.fd

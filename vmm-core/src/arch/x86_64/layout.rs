@@ -71,6 +71,12 @@ pub const MMIO_GAP_START: u64 = 0xc000_0000;
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 /// First address for virtio-mmio device windows, inside the MMIO gap.
 pub const MMIO_DEVICES_START: u64 = 0xd000_0000;
+/// Size of one virtio-mmio window (declared to the guest as `4K@addr:irq`).
+pub const VIRTIO_MMIO_WINDOW: u64 = 0x1000;
+/// The virtio-vsock device's window: the first one.
+pub const VIRTIO_VSOCK_MMIO_BASE: u64 = MMIO_DEVICES_START;
+/// The virtio-vsock device's interrupt line (GSI, edge, through an irqfd).
+pub const VIRTIO_VSOCK_IRQ: u32 = 5;
 
 /// The IOAPIC registers (KVM in-kernel irqchip).
 pub const IOAPIC_START: u64 = 0xfec0_0000;

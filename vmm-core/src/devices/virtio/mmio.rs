@@ -86,6 +86,18 @@ pub mod regs {
     pub const CONFIG: u64 = 0x100;
 }
 
+/// The kernel command line entry that declares a virtio-mmio window of
+/// `len` bytes at `base` with interrupt `irq` (needs the guest kernel's
+/// `VIRTIO_MMIO_CMDLINE_DEVICES`), e.g. `virtio_mmio.device=4K@0xd0000000:5`.
+pub fn cmdline_entry(base: u64, len: u64, irq: u32) -> String {
+    let size = if len & 1023 == 0 {
+        format!("{}K", len / 1024)
+    } else {
+        len.to_string()
+    };
+    format!("virtio_mmio.device={size}@{base:#x}:{irq}")
+}
+
 /// The transport around one device.
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,

@@ -3,8 +3,7 @@
 //!
 //! Built while the VM is set up and then shared read-only by all vCPU
 //! threads, like the port bus; each device sits behind its own mutex.
-//! Addresses nobody owns read as all ones (as on real hardware, so a probe
-//! finds nothing) and ignore writes.
+//! Addresses nobody owns read as zero and ignore writes.
 
 use std::sync::{Arc, Mutex};
 
@@ -74,7 +73,7 @@ impl MmioBus {
         })
     }
 
-    /// A guest read at `addr`; returns false (and all ones) if nobody owns it.
+    /// A guest read at `addr`; returns false (and zeros) if nobody owns it.
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.find(addr, data.len()) {
             Some((e, off)) => {
@@ -85,7 +84,7 @@ impl MmioBus {
                 true
             }
             None => {
-                data.fill(0xff);
+                data.fill(0);
                 false
             }
         }
@@ -132,7 +131,7 @@ mod tests {
         assert_eq!(b, [0x70; 4]);
         // Runs past the window: unowned.
         assert!(!bus.read(0xd000_0ffe, &mut b));
-        assert_eq!(b, [0xff; 4]);
+        assert_eq!(b, [0; 4]);
         assert!(bus.write(0xd000_0050, &[0, 0, 0, 0]));
         assert!(!bus.write(0xc000_0000, &[0]));
         assert!(!bus.write(u64::MAX, &[0, 0]));

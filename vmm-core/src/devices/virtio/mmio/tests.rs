@@ -265,3 +265,15 @@ fn garbage_accesses_never_panic() {
     t.read(u64::MAX, &mut [0u8; 4]);
     t.write(u64::MAX - 1, &[1, 2, 3, 4]);
 }
+
+#[test]
+fn cmdline_entries() {
+    assert_eq!(
+        cmdline_entry(0xd000_0000, 0x1000, 5),
+        "virtio_mmio.device=4K@0xd0000000:5"
+    );
+    assert_eq!(
+        cmdline_entry(0x1000, 100, 6),
+        "virtio_mmio.device=100@0x1000:6"
+    );
+}

@@ -23,6 +23,9 @@ use crate::devices::virtio::Activation;
 /// Why a vsock operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VsockError {
+    /// The VM was configured without a vsock device.
+    #[error("this VM has no vsock device (set VmConfig::vsock)")]
+    NotConfigured,
     /// The device thread is gone: the VM ended.
     #[error("the vsock device has stopped (the VM ended)")]
     Stopped,
