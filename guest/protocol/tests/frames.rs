@@ -244,3 +244,40 @@ fn hostile_bytes_never_panic() {
         try_everything(&payload);
     }
 }
+
+#[test]
+fn wire_format_is_pinned() {
+    // Changing any of these bytes changes the protocol: bump
+    // PROTOCOL_VERSION and guest/PROTOCOL.md with it.
+    let payload = |m: &Request| encode_frame(m).expect("encode")[4..].to_vec();
+    assert_eq!(payload(&Request::Ping { nonce: 300 }), [1, 0xac, 0x02]);
+    assert_eq!(payload(&Request::StdinEof), [4]);
+    assert_eq!(payload(&Request::StdinData(vec![9, 8])), [3, 2, 9, 8]);
+    assert_eq!(
+        payload(&Request::ReadFile {
+            path: "/a".into(),
+            max_len: 1
+        }),
+        [9, 2, b'/', b'a', 1]
+    );
+    let r = encode_frame(&Response::Error(ErrorReply::new(ErrorKind::Busy, "b"))).expect("encode");
+    assert_eq!(r, [4, 0, 0, 0, 9, 7, 1, b'b']);
+    let h = encode_frame(&Hello::new(Role::Agent, "1", Capabilities::default())).expect("encode");
+    assert_eq!(
+        &h[4..],
+        [
+            b'E',
+            b'M',
+            b'B',
+            b'V',
+            PROTOCOL_VERSION as u8,
+            1,
+            b'1',
+            1,
+            0,
+            0,
+            0,
+            0
+        ]
+    );
+}
