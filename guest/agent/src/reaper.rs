@@ -165,18 +165,55 @@ impl Reaper {
     }
 
     /// Run `argv` with the console as its stdio and wait for it.
+    ///
+    /// It is started with the agent's own fork/exec
+    /// ([`crate::server::spawn`]), not std's `Command`, whose `waitpid` after
+    /// a failed exec would race this reaper.
     pub fn run_and_wait(&self, argv: &[String]) -> String {
-        let Some((prog, args)) = argv.split_first() else {
+        use std::ffi::CString;
+        let Some(prog) = argv.first() else {
             return "empty command".into();
         };
-        let child = match std::process::Command::new(prog).args(args).spawn() {
-            Ok(c) => c,
-            Err(e) => return format!("cannot start {prog}: {e}"),
+        let cstrings = |v: &mut dyn Iterator<Item = String>| -> Option<Vec<CString>> {
+            v.map(|s| CString::new(s).ok()).collect()
         };
-        let rx = self.register(child.id() as libc::pid_t);
-        match rx.recv() {
-            Ok(status) => status.to_string(),
-            Err(_) => "status lost".into(),
+        let env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+        let path = crate::server::user::lookup(&env, "PATH")
+            .unwrap_or(crate::server::user::BASE_PATH)
+            .to_owned();
+        let candidates: Vec<String> = if prog.contains('/') {
+            vec![prog.clone()]
+        } else {
+            path.split(':').map(|d| format!("{d}/{prog}")).collect()
+        };
+        let (Some(candidates), Some(argv_c), Some(envp), Ok(cwd)) = (
+            cstrings(&mut candidates.into_iter()),
+            cstrings(&mut argv.iter().cloned()),
+            cstrings(&mut env.into_iter()),
+            CString::new("/"),
+        ) else {
+            return format!("cannot start {prog}: NUL in an argument");
+        };
+        let plan = crate::server::spawn::SpawnPlan {
+            candidates,
+            argv: argv_c,
+            envp,
+            cwd,
+            user: None,
+            cgroup_procs: None,
+            stdio: [0, 1, 2],
+        };
+        match crate::server::spawn::spawn(&plan) {
+            Ok(pid) => match self.register(pid).recv() {
+                Ok(status) => status.to_string(),
+                Err(_) => "status lost".into(),
+            },
+            Err(e) => {
+                if let Some(pid) = e.pid {
+                    drop(self.register(pid));
+                }
+                format!("cannot start {prog}: {}", e.error)
+            }
         }
     }
 }

@@ -70,7 +70,8 @@ impl ExecHandle {
 
     /// Signal the command's process group.
     pub fn signal(&self, signal: i32) {
-        if !self.is_finished() {
+        // Once the leader is reaped its pid (the group id) may be reused.
+        if !self.is_finished() && !self.killer.reaped.load(Ordering::SeqCst) {
             // SAFETY: kill takes no pointers; a bad signal number is EINVAL.
             unsafe { libc::kill(-self.pgid, signal) };
         }
