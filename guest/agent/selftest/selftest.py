@@ -72,15 +72,22 @@ def exec_(c, argv, timeout_ms=None, mem=None, pids=None, cpu=None, user=None):
 def check(name, ok, info):
     print('SELFTEST %s %s %s' % ('PASS' if ok else 'FAIL', name, info), flush=True)
 
-os.makedirs('/home/user', exist_ok=True); os.chown('/home/user', 1000, 1000)
 sockp = '/tmp/agent.sock'
-agent = subprocess.Popen(['/init', '--serve-unix', sockp, '--cgroup-root', '/sys/fs/cgroup', '--user', '1000:1000'], stderr=subprocess.PIPE)
+# --guest: PID 1's set-up (agent moved to /sys/fs/cgroup/agent, the sandbox
+# user and its home, a Sync that sets the clock).
+agent = subprocess.Popen(['/init', '--serve-unix', sockp, '--guest'], stderr=subprocess.PIPE)
 while b'serving on' not in agent.stderr.readline(): pass
 c, hello = connect(sockp)
 print('hello', hello, flush=True)
 print('controllers', open('/sys/fs/cgroup/cgroup.controllers').read().strip(), flush=True)
-r = exec_(c, ['sh', '-c', 'id -u; cat /proc/self/cgroup'])
-check('user+cgroup', r.get('out', b'').startswith(b'1000\n') and b'/embervm/exec-' in r['out'], r)
+check('hello-caps', hello.endswith(b'\x01\x01\x01\x00'), hello)
+check('agent-cgroup', open('/proc/%d/cgroup' % agent.pid).read().strip() == '0::/agent', open('/proc/%d/cgroup' % agent.pid).read())
+# Sync: entropy + clock (2030-01-01T00:00:00Z).
+c.sendall(frame(varint(0) + varint(32) + os.urandom(32) + zz(1893456000) + varint(0)))
+r = R(recv(c))
+check('sync', (r.var(), r.byte(), r.byte()) == (0, 1, 1), r.b)
+r = exec_(c, ['sh', '-c', 'id -u; id -g; echo $HOME; pwd; whoami; date +%Y; cat /proc/self/cgroup'])
+check('user+cgroup', r.get('out', b'').startswith(b'1000\n1000\n/home/user\n/home/user\nuser\n2030\n') and b'0::/embervm/exec-' in r['out'], r)
 r = exec_(c, ['python3', '-c', 'b = []\nwhile True: b.append(bytearray(1<<20))'], mem=32<<20, timeout_ms=20000)
 check('oom', r.get('oom') == 1 and r.get('signal') == 9 and r.get('enforced') == 1, r)
 r = exec_(c, ['sh', '-c', 'i=0; while [ $i -lt 200 ]; do sleep 5 & i=$((i+1)); done 2>/dev/null; echo started $i'], pids=20, timeout_ms=20000)

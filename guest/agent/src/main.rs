@@ -9,10 +9,12 @@
 //! status through the reaper's registry, so PID 1 never loses an exit status
 //! to a stray `waitpid`.
 //!
-//! `embervm-agent --serve-unix PATH [--user UID:GID] [--cgroup-root DIR]`
-//! (for host-side tests, never as PID 1) skips the mounts and serves the
+//! `embervm-agent --serve-unix PATH [--user UID:GID] [--cgroup-root DIR]
+//! [--guest]` (for tests, never as PID 1) skips the mounts and serves the
 //! same protocol on a Unix socket, with what it cannot enforce reported in
-//! its hello.
+//! its hello; `--guest` (inside a guest only) uses PID 1's set-up instead:
+//! cgroups under `/sys/fs/cgroup` with the agent moved aside, the sandbox
+//! user, and a `Sync` that really sets the clock.
 
 mod cmdline;
 mod console;
@@ -77,14 +79,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--serve-unix PATH [--user UID:GID] [--cgroup-root DIR]`: the test server.
+/// `--serve-unix PATH [--user UID:GID] [--cgroup-root DIR] [--guest]`: the
+/// test server.
 fn serve_unix(args: &[String]) -> ExitCode {
-    let usage = "usage: embervm-agent --serve-unix PATH [--user UID:GID] [--cgroup-root DIR]";
+    let usage =
+        "usage: embervm-agent --serve-unix PATH [--user UID:GID] [--cgroup-root DIR] [--guest]";
     let mut path = None;
     let mut user = None;
     let mut cgroup_root = None;
+    let mut guest = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--guest" {
+            guest = true;
+            continue;
+        }
         match (a.as_str(), it.next()) {
             ("--serve-unix", Some(p)) => path = Some(std::path::PathBuf::from(p)),
             ("--cgroup-root", Some(p)) => cgroup_root = Some(std::path::PathBuf::from(p)),
@@ -125,7 +134,11 @@ fn serve_unix(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ctx = server::Ctx::host(reaper, user, cgroup_root.as_deref());
+    let ctx = if guest {
+        server::Ctx::guest(reaper)
+    } else {
+        server::Ctx::host(reaper, user, cgroup_root.as_deref())
+    };
     let listener = match server::listener::Listener::unix(&path) {
         Ok(l) => l,
         Err(e) => {
