@@ -172,3 +172,111 @@ fn a_host_hello_with_capabilities_is_fine() {
     write_frame(&mut s, &Request::Ping { nonce: 5 }).expect("send");
     assert_eq!(read_response(&mut s), Some(Response::Pong { nonce: 5 }));
 }
+
+fn connected(agent: &Agent) -> UnixStream {
+    let mut s = agent.stream();
+    write_frame(&mut s, &Hello::host()).expect("hello");
+    raw_hello(&mut s);
+    s
+}
+
+fn exec_req(script: &str) -> Request {
+    Request::Exec(embervm_protocol::ExecRequest {
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        ..Default::default()
+    })
+}
+
+#[test]
+fn one_exec_at_a_time_per_connection_and_signals() {
+    let agent = Agent::start();
+    let mut s = connected(&agent);
+    write_frame(&mut s, &exec_req("sleep 0.3")).expect("send");
+    assert!(matches!(
+        read_response(&mut s),
+        Some(Response::Started { .. })
+    ));
+    write_frame(&mut s, &Request::Ping { nonce: 1 }).expect("send");
+    match read_response(&mut s) {
+        Some(Response::Error(e)) => {
+            assert_eq!(e.kind, ErrorKind::BadRequest);
+            assert!(e.message.contains("open another"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(read_response(&mut s), Some(Response::Exit(e)) if e.code == Some(0)));
+    // Signal reaches the process group.
+    write_frame(&mut s, &exec_req("sleep 30")).expect("send");
+    assert!(matches!(
+        read_response(&mut s),
+        Some(Response::Started { .. })
+    ));
+    write_frame(
+        &mut s,
+        &Request::Signal {
+            signal: libc::SIGTERM,
+        },
+    )
+    .expect("send");
+    match read_response(&mut s) {
+        Some(Response::Exit(e)) => assert_eq!(e.signal, Some(libc::SIGTERM)),
+        other => panic!("{other:?}"),
+    }
+    // Stale stdin after Exit is ignored; the connection goes on.
+    write_frame(&mut s, &Request::StdinEof).expect("send");
+    write_frame(&mut s, &Request::Ping { nonce: 2 }).expect("send");
+    assert_eq!(read_response(&mut s), Some(Response::Pong { nonce: 2 }));
+}
+
+#[test]
+fn host_leaving_kills_the_exec() {
+    let agent = Agent::start();
+    let mut s = connected(&agent);
+    write_frame(&mut s, &exec_req("echo $$; exec sleep 30")).expect("send");
+    assert!(matches!(
+        read_response(&mut s),
+        Some(Response::Started { .. })
+    ));
+    let pid: i32 = match read_response(&mut s) {
+        Some(Response::Output { data, .. }) => {
+            String::from_utf8_lossy(&data).trim().parse().expect("pid")
+        }
+        other => panic!("{other:?}"),
+    };
+    drop(s);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+    };
+    while !gone() && std::time::Instant::now() < until {
+        std::thread::yield_now();
+    }
+    assert!(gone(), "exec {pid} outlived its connection");
+}
+
+#[test]
+fn connection_limit_answers_busy() {
+    let agent = Agent::start();
+    let held: Vec<UnixStream> = (0..64).map(|_| connected(&agent)).collect();
+    // The agent may close a refused connection before our hello is written.
+    let mut s = agent.stream();
+    let _ = write_frame(&mut s, &Hello::host());
+    raw_hello(&mut s);
+    assert!(matches!(read_response(&mut s), Some(Response::Error(e)) if e.kind == ErrorKind::Busy));
+    drop(held);
+    // Slots free up as connections end.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut s = agent.stream();
+        let _ = write_frame(&mut s, &Hello::host());
+        raw_hello(&mut s);
+        let _ = write_frame(&mut s, &Request::Ping { nonce: 3 });
+        match read_response(&mut s) {
+            Some(Response::Pong { nonce: 3 }) => break,
+            _ if std::time::Instant::now() < until => std::thread::yield_now(),
+            other => panic!("{other:?}"),
+        }
+    }
+}
