@@ -3,10 +3,13 @@
 use std::process::ExitCode;
 
 mod boot;
+mod run;
 
 const USAGE: &str = "usage: embervm <command>
 
 commands:
+  run        run code in a microVM: `run --language python -c 'print(1)'`, `run file.py`
+  exec       run a command in a microVM: `exec -- cmd args...`
   boot       boot a kernel (default: the guest from `make guest`); `boot --help`
   check      check that this host can run embervm (KVM, default guest)
   version    print the version";
@@ -20,6 +23,8 @@ fn main() -> ExitCode {
         }
         Some("check") => check(),
         Some("boot") => boot::main(&args[1..]),
+        Some("run") => run::run_main(&args[1..]),
+        Some("exec") => run::exec_main(&args[1..]),
         Some("help") | Some("--help") | Some("-h") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

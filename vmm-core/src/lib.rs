@@ -16,6 +16,8 @@
 //!   the i8042 reset.
 //! - [`vm`], [`exit`], [`error`]: the public API, how a VM ended, and errors.
 //! - [`kvm`], [`paths`]: opening `/dev/kvm`, and where the guest lives.
+//! - [`sandbox`]: the public [`Sandbox`] API: boot, connect to the guest
+//!   agent, exec, run code, call functions, move files.
 
 pub mod arch;
 pub mod devices;
@@ -24,10 +26,12 @@ pub mod exit;
 pub mod kvm;
 pub mod memory;
 pub mod paths;
+pub mod sandbox;
 pub mod vm;
 pub mod vstate;
 
 pub use devices::console::{ConsoleBuffer, ConsoleConfig, ConsoleSink};
 pub use error::VmError;
 pub use exit::{ExitReason, ShutdownCause, VcpuFault, VcpuRegisters};
+pub use sandbox::{CallError, Command, Language, Output, Sandbox, SandboxConfig, SandboxError};
 pub use vm::{Vm, VmConfig, VmHandle};
