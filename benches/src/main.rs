@@ -6,16 +6,20 @@
 //!   first KVM_RUN (works on a KVM that cannot run Linux, too).
 //! - `boot [RUNS]`: time to the guest's ready line, embervm next to QEMU
 //!   `-M microvm` (needs a KVM that runs Linux: use the test host).
+//! - `sandbox [RUNS]`: the `Sandbox` API: `Sandbox::new` to the first exec
+//!   result, exec round trip of `true` (RUNS times), 64 MiB file throughput
+//!   each way over one connection.
 
 mod boot;
 mod kvm_setup;
+mod sandbox;
 mod stats;
 mod vm_setup;
 
 use std::path::Path;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: embervm-benches <kvm-setup|vm-setup|boot> [RUNS]";
+const USAGE: &str = "usage: embervm-benches <kvm-setup|vm-setup|boot|sandbox> [RUNS]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +29,7 @@ fn main() -> ExitCode {
         Some("kvm-setup") => kvm_setup::run(runs(50)),
         Some("vm-setup") => vm_setup::run(runs(20)),
         Some("boot") => boot::run(runs(20)),
+        Some("sandbox") => sandbox::run(runs(100)),
         Some("setup-child") if args.len() == 3 => {
             vm_setup::child(Path::new(&args[1]), Path::new(&args[2]))
         }

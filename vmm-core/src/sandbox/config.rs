@@ -7,11 +7,9 @@ use crate::paths;
 
 /// Default guest memory of a sandbox, MiB.
 pub const DEFAULT_MEMORY_MIB: u32 = 256;
-/// The guest kernel command line of a sandbox. Not `quiet`: in the nested
-/// test host the guest was seen to stall before `/init` with `quiet` and to
-/// boot in seconds without it (console output keeps it moving); to be
-/// revisited with the boot code.
-pub const SANDBOX_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
+/// The guest kernel command line of a sandbox ([`crate::vm::DEFAULT_CMDLINE`]:
+/// `quiet`, since every console byte is a VM exit).
+pub const SANDBOX_CMDLINE: &str = crate::vm::DEFAULT_CMDLINE;
 /// How long [`super::Sandbox::new`] waits for the agent after starting the VM.
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 /// How long the host waits past a command's timeout for the agent's answer
