@@ -57,7 +57,11 @@ fn image_from_a_missing_or_bad_source_is_refused() {
     std::fs::write(&not_tar, b"plain text, not an archive").unwrap();
     let out = build_image(&not_tar, &d.join("i.cpio.gz"));
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("neither a directory nor a tar archive"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("neither a directory nor a tar archive"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!d.join("i.cpio.gz").exists());
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -69,7 +73,10 @@ fn cpio_list(image: &Path) -> Vec<String> {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -83,10 +90,17 @@ fn image_from_a_directory_and_a_tar_adds_the_agent_reproducibly() {
     let a = d.join("a.cpio.gz");
     let out = build_image(&root, &a);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("MiB uncompressed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("MiB uncompressed"),
+        "{}",
+        stderr(&out)
+    );
     let names = cpio_list(&a);
     for want in ["init", "etc/hello", "dev/console", "proc", "tmp"] {
-        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
     }
     let mut sorted = names.clone();
     sorted.sort();
