@@ -63,7 +63,7 @@ fn exec_cgroups_kill_the_tree_and_are_removed() {
     // A process that leaves the process group (setsid) is still killed on
     // timeout: the whole cgroup goes.
     let mut req = sh("setsid sleep 60 & echo $!; sleep 60");
-    req.timeout_ms = Some(300);
+    req.timeout_ms = Some(3000);
     let out = run(&mut c, &req);
     assert!(out.exit.timed_out);
     let pid: i32 = String::from_utf8_lossy(&out.stdout)
