@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 linux_guest_tests=(qemu_guest_boot boot_linux vsock_device sandbox_exec sandbox_wedged)
 
 if [ "${EMBERVM_NESTED_LINUX:-}" != unavailable ]; then
-    exec cargo test --workspace --frozen
+    exec cargo test --workspace --frozen --no-fail-fast
 fi
 
 echo "run-all: SKIPPED (nested KVM here cannot boot a Linux guest): ${linux_guest_tests[*]}" >&2
@@ -23,6 +23,6 @@ for f in tests/tests/*.rs; do
     case " ${linux_guest_tests[*]} " in *" $name "*) continue ;; esac
     other+=(--test "$name")
 done
-cargo test --workspace --frozen --exclude embervm-tests
-cargo test --frozen -p embervm-tests "${other[@]}"
+cargo test --workspace --frozen --no-fail-fast --exclude embervm-tests
+cargo test --frozen --no-fail-fast -p embervm-tests "${other[@]}"
 echo "run-all: SKIPPED (nested KVM here cannot boot a Linux guest): ${linux_guest_tests[*]}" >&2
