@@ -21,7 +21,7 @@ testhost: deps
 
 demo: guest
 	@echo "demo: booting the guest under KVM (QEMU stand-in VMM) to the agent's ready line"
-	@$(KVM_HOST) guest/boot-qemu.sh --memory 256 --vcpus 2
+	@$(KVM_HOST) timeout 180 guest/boot-qemu.sh --memory 256 --vcpus 1
 
 lint:
 	cargo fmt --all -- --check
