@@ -228,16 +228,8 @@ fn guest_sockets_both_ways() {
     c.shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(read_all(&mut c), b"HYBRID");
     run.wait_for("VS_DONE", until);
-    // Nobody listens on 6000 any more: refused, or the VM is already gone
-    // (the run action reboots right after the script).
-    let again = vsock.connect(6000);
-    assert!(
-        matches!(
-            again,
-            Err(VsockError::Refused(6000) | VsockError::Stopped | VsockError::Timeout { .. })
-        ),
-        "{again:?}"
-    );
+    // (A refused port is checked above; checking 6000 again here would race
+    // the guest script's own close of its listener.)
 
     let (exit, tail) = run.finish();
     assert!(exit.is_ok(), "{exit:?}\n{tail}");
