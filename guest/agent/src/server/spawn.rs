@@ -205,7 +205,7 @@ unsafe fn child(
             .raw_os_error()
             .unwrap_or(libc::EIO)
     };
-    // SAFETY (whole block): each call is async-signal-safe and only
+    // SAFETY: (whole block) each call is async-signal-safe and only
     // touches data prepared before the fork.
     unsafe {
         libc::sigprocmask(libc::SIG_SETMASK, empty_set, std::ptr::null_mut());
