@@ -20,3 +20,20 @@ pub fn skip_smp(test: &str) -> bool {
     }
     false
 }
+
+/// True (after saying so) when `EMBERVM_SKIP_GUEST_TESTS=1` asks to skip
+/// the tests that boot a real guest.
+pub fn skip_guest_tests(test: &str) -> bool {
+    if std::env::var_os("EMBERVM_SKIP_GUEST_TESTS").is_some_and(|v| v == "1") {
+        eprintln!("SKIPPED {test}: EMBERVM_SKIP_GUEST_TESTS=1");
+        return true;
+    }
+    false
+}
+
+/// Serialises guest boots within one test binary (the test host is small
+/// and the leak test counts process resources).
+pub fn one_guest_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

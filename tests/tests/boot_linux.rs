@@ -20,20 +20,7 @@ const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
 /// Generous: the test host is emulated (TCG) and runs KVM nested.
 const DEADLINE: Duration = Duration::from_secs(180);
 
-fn skipped(name: &str) -> bool {
-    if std::env::var_os("EMBERVM_SKIP_GUEST_TESTS").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED {name}: EMBERVM_SKIP_GUEST_TESTS=1");
-        return true;
-    }
-    false
-}
-
-/// Boots run one at a time (the test host has 2 CPUs; the leak test counts
-/// process resources).
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+use embervm_tests::host::{one_guest_at_a_time as serial, skip_guest_tests as skipped};
 
 struct Booted {
     ready: Option<String>,

@@ -60,18 +60,7 @@ for i in range(2):
 print('VS_DONE',flush=1)
 "#;
 
-fn skipped(name: &str) -> bool {
-    if std::env::var_os("EMBERVM_SKIP_GUEST_TESTS").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED {name}: EMBERVM_SKIP_GUEST_TESTS=1");
-        return true;
-    }
-    false
-}
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+use embervm_tests::host::{one_guest_at_a_time as serial, skip_guest_tests as skipped};
 
 /// The script as one kernel command line word without spaces or commas.
 fn script_cmdline() -> String {
