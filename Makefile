@@ -19,9 +19,9 @@ guest: deps
 testhost: deps
 	@guest/kernel/build.sh testhost >/dev/null
 
-demo: guest
-	@echo "demo: booting the guest under KVM (QEMU stand-in VMM) to the agent's ready line"
-	@$(KVM_HOST) timeout 180 guest/boot-qemu.sh --memory 256 --vcpus 1
+demo: guest testhost
+	@cargo build --release --locked -q -p embervm-cli
+	@$(KVM_HOST) scripts/demo.sh
 
 lint:
 	cargo fmt --all -- --check

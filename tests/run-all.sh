@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-linux_guest_tests=(qemu_guest_boot boot_linux vsock_device sandbox_exec sandbox_wedged)
+linux_guest_tests=(qemu_guest_boot boot_linux vsock_device sandbox_exec sandbox_wedged snapshot_clones)
 
 if [ "${EMBERVM_NESTED_LINUX:-}" != unavailable ]; then
     exec cargo test --workspace --frozen --no-fail-fast

@@ -9,17 +9,24 @@
 //! - `sandbox [RUNS]`: the `Sandbox` API: `Sandbox::new` to the first exec
 //!   result, exec round trip of `true` (RUNS times), 64 MiB file throughput
 //!   each way over one connection.
+//! - `restore-setup [RUNS]`: `Vm::restore` → first KVM_RUN at 128 MiB,
+//!   1 GiB and 4 GiB, with phases (any `/dev/kvm`).
+//! - `restore [RUNS]`: restore of the real guest to the agent's reply at
+//!   each size, cold boot vs restore, create+run+destroy per second with
+//!   1/2/8 threads, memory per idle clone (the test host).
 
 mod boot;
 mod kvm_setup;
 mod sandbox;
+mod snapshot;
 mod stats;
 mod vm_setup;
 
 use std::path::Path;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: embervm-benches <kvm-setup|vm-setup|boot|sandbox> [RUNS]";
+const USAGE: &str =
+    "usage: embervm-benches <kvm-setup|vm-setup|boot|sandbox|restore-setup|restore> [RUNS]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +37,8 @@ fn main() -> ExitCode {
         Some("vm-setup") => vm_setup::run(runs(20)),
         Some("boot") => boot::run(runs(20)),
         Some("sandbox") => sandbox::run(runs(100)),
+        Some("restore-setup") => snapshot::run_setup(runs(50)),
+        Some("restore") => snapshot::run(runs(20)),
         Some("setup-child") if args.len() == 3 => {
             vm_setup::child(Path::new(&args[1]), Path::new(&args[2]))
         }

@@ -40,6 +40,9 @@ pub enum VmError {
     /// A KVM or host call during setup.
     #[error(transparent)]
     Setup(#[from] SetupError),
+    /// A snapshot could not be read, checked or loaded.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     /// The guest kernel panicked (seen on its console), then reset or stopped.
     #[error("guest kernel panic on vCPU {vcpu}: {message} [{regs}]")]
     GuestPanic {

@@ -27,6 +27,7 @@ pub mod kvm;
 pub mod memory;
 pub mod paths;
 pub mod sandbox;
+pub mod snapshot;
 pub mod vm;
 pub mod vstate;
 

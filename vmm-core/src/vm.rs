@@ -18,8 +18,8 @@
 //! `run`) pauses, resumes and kills; a [`VsockHandle`] ([`Vm::vsock`])
 //! connects to guest ports and listens for the guest's connections.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
@@ -37,7 +37,7 @@ use crate::devices::bus::PioBus;
 use crate::devices::console::{ConsoleConfig, ConsoleOut, PanicRecord};
 use crate::devices::i8042::I8042;
 use crate::devices::serial::Serial;
-use crate::devices::virtio::mmio::{self, MmioTransport};
+use crate::devices::virtio::mmio::{self, MmioTransport, MmioTransportState};
 use crate::devices::virtio::mmio_bus::MmioBus;
 use crate::devices::virtio::vsock::{
     VsockConfig, VsockDevice, VsockError, VsockHandle, VsockListener,
@@ -46,8 +46,12 @@ use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::error::VmError;
 use crate::exit::ExitReason;
 use crate::memory::{self, GuestMemory};
+use crate::snapshot::error::SnapshotError;
+use crate::snapshot::format::HostFacts;
+use crate::snapshot::{save, SnapshotInfo, SnapshotState, SNAPSHOT_CAPS};
 use crate::vstate::control::{install_kick_handler, Control};
 use crate::vstate::vcpu::{Vcpu, VcpuContext};
+use crate::vstate::vcpu_state::SaveInfo;
 use crate::vstate::vm::KvmVm;
 use crate::vstate::{kvm_err, SetupError};
 
@@ -112,6 +116,7 @@ pub fn validate_vcpus(value: u32, kvm_max: Option<u32>) -> Result<(), VmError> {
 #[derive(Clone)]
 pub struct VmHandle {
     control: Arc<Control>,
+    shared: Weak<VmShared>,
 }
 
 impl VmHandle {
@@ -136,6 +141,60 @@ impl VmHandle {
     pub fn first_kvm_run(&self) -> Option<Instant> {
         self.control.first_run()
     }
+
+    /// Write a snapshot of the paused VM into directory `dir` (created if
+    /// missing): `dir/state` and the sparse `dir/memory`. The VM stays
+    /// paused; [`VmHandle::resume`] continues it, [`VmHandle::kill`] ends it.
+    pub fn snapshot(&self, dir: &Path) -> Result<SnapshotInfo, SnapshotError> {
+        let shared = self.shared.upgrade().ok_or(SnapshotError::Stopped)?;
+        if self.control.stopping() {
+            return Err(SnapshotError::Stopped);
+        }
+        if !self.control.is_paused() {
+            return Err(SnapshotError::NotPaused);
+        }
+        save::snapshot(&shared, dir, || {
+            let states = self.control.save_vcpus().ok_or(SnapshotError::Stopped)?;
+            states
+                .into_iter()
+                .map(|r| r.map_err(SnapshotError::from))
+                .collect()
+        })
+    }
+}
+
+/// How a VM restored from a snapshot is wired to the host (everything else
+/// comes from the snapshot).
+#[derive(Debug, Default)]
+pub struct RestoreConfig {
+    /// Where the serial console goes.
+    pub console: ConsoleConfig,
+    /// Where the vsock device's hybrid Unix socket listens, if at all (the
+    /// guest CID comes from the snapshot).
+    pub vsock_uds: Option<PathBuf>,
+}
+
+/// The devices of a restored VM.
+pub(crate) struct RestoredDevices {
+    bus: PioBus,
+    mmio: MmioBus,
+    vsock: Option<(VsockHandle, Arc<Mutex<MmioTransport>>)>,
+    serial: Arc<Mutex<Serial>>,
+    serial_irq: EventFd,
+    panic: PanicRecord,
+}
+
+/// Everything [`crate::snapshot::restore`] builds, for [`Vm::restore`].
+pub(crate) struct RestoredParts {
+    pub(crate) kvm: Kvm,
+    pub(crate) vm: KvmVm,
+    pub(crate) memory: GuestMemory,
+    pub(crate) memory_mib: u32,
+    pub(crate) vcpus: Vec<Vcpu>,
+    pub(crate) devices: RestoredDevices,
+    pub(crate) save: SaveInfo,
+    pub(crate) facts: HostFacts,
+    pub(crate) timings: SetupTimings,
 }
 
 /// How long each phase of [`Vm::new`] took (for benchmarks and tuning).
@@ -146,7 +205,7 @@ pub struct SetupTimings {
 }
 
 impl SetupTimings {
-    fn mark(&mut self, name: &'static str, since: &mut Instant) {
+    pub(crate) fn mark(&mut self, name: &'static str, since: &mut Instant) {
         let now = Instant::now();
         self.phases.push((name, now - *since));
         *since = now;
@@ -167,23 +226,33 @@ impl Drop for ThreadExit<'_> {
     }
 }
 
+/// The parts of a VM a snapshot reads, shared by the [`Vm`] and (weakly)
+/// its handles. Field order is drop order: devices before the VM fd, the
+/// VM fd before the memory it maps.
+pub(crate) struct VmShared {
+    pub(crate) bus: Arc<PioBus>,
+    pub(crate) mmio: Arc<MmioBus>,
+    pub(crate) vsock_transport: Option<Arc<Mutex<MmioTransport>>>,
+    pub(crate) serial: Arc<Mutex<Serial>>,
+    pub(crate) save: SaveInfo,
+    pub(crate) facts: HostFacts,
+    pub(crate) memory_mib: u32,
+    pub(crate) _serial_irq: EventFd,
+    pub(crate) vm: KvmVm,
+    pub(crate) _kvm: Kvm,
+    pub(crate) memory: GuestMemory,
+}
+
 /// A VM ready to run.
 pub struct Vm {
-    // Field order is drop order: vCPUs and devices before the VM fd, the
-    // VM fd before the memory it maps.
+    // vCPUs before the VM they belong to.
     vcpus: Vec<Vcpu>,
-    bus: Arc<PioBus>,
-    mmio: Arc<MmioBus>,
     vsock: Option<VsockHandle>,
-    serial: Arc<Mutex<Serial>>,
     panic: PanicRecord,
     control: Arc<Control>,
-    entry: EntryPoint,
+    entry: Option<EntryPoint>,
     timings: SetupTimings,
-    _serial_irq: EventFd,
-    _vm: KvmVm,
-    _kvm: Kvm,
-    _memory: GuestMemory,
+    shared: Arc<VmShared>,
 }
 
 impl Vm {
@@ -260,15 +329,23 @@ impl Vm {
         )
         .map_err(SetupError::from)?;
         let mut mmio_bus = MmioBus::new();
-        let vsock = match &config.vsock {
-            Some(vc) => Some(attach_vsock(&vm, &mem, &mut mmio_bus, vc)?),
-            None => None,
+        let (vsock, vsock_transport) = match &config.vsock {
+            Some(vc) => {
+                let (h, t) = attach_vsock(&vm, &mem, &mut mmio_bus, vc)?;
+                (Some(h), Some(t))
+            }
+            None => (None, None),
         };
 
         timings.mark("devices", &mut t);
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let save = SaveInfo::probe(&kvm)?;
+        let facts = HostFacts::collect(&kvm, SNAPSHOT_CAPS).map_err(|e| SetupError::Host {
+            what: "reading host facts for snapshots",
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);
         for i in 0..config.vcpus {
             let v = Vcpu::new(i, vm.create_vcpu(i)?);
@@ -279,18 +356,58 @@ impl Vm {
 
         Ok(Self {
             vcpus,
-            bus: Arc::new(bus),
-            mmio: Arc::new(mmio_bus),
             vsock,
-            serial,
             panic,
             control: Arc::new(Control::new()),
-            entry,
+            entry: Some(entry),
             timings,
-            _serial_irq: serial_irq,
-            _vm: vm,
-            _kvm: kvm,
-            _memory: mem,
+            shared: Arc::new(VmShared {
+                bus: Arc::new(bus),
+                mmio: Arc::new(mmio_bus),
+                vsock_transport,
+                serial,
+                save,
+                facts,
+                memory_mib: config.memory_mib,
+                _serial_irq: serial_irq,
+                vm,
+                _kvm: kvm,
+                memory: mem,
+            }),
+        })
+    }
+
+    /// Build a VM from the snapshot in `dir` (see [`crate::snapshot`]). The
+    /// snapshot is checked first (format, version, checksum, this host's
+    /// CPUID and KVM capabilities): a bad one is refused with an error that
+    /// says why, and nothing runs. No vCPU has run when it returns.
+    pub fn restore(dir: &Path, config: RestoreConfig) -> Result<Self, VmError> {
+        let p = crate::snapshot::restore::restore(dir, config)?;
+        let d = p.devices;
+        let (vsock, vsock_transport) = match d.vsock {
+            Some((h, t)) => (Some(h), Some(t)),
+            None => (None, None),
+        };
+        Ok(Self {
+            vcpus: p.vcpus,
+            vsock,
+            panic: d.panic,
+            control: Arc::new(Control::new()),
+            entry: None,
+            timings: p.timings,
+            shared: Arc::new(VmShared {
+                bus: Arc::new(d.bus),
+                mmio: Arc::new(d.mmio),
+                vsock_transport,
+                serial: d.serial,
+                save: p.save,
+                facts: p.facts,
+                memory_mib: p.memory_mib,
+                _serial_irq: d.serial_irq,
+                vm: p.vm,
+                _kvm: p.kvm,
+                memory: p.memory,
+            }),
         })
     }
 
@@ -320,11 +437,26 @@ impl Vm {
     pub fn handle(&self) -> VmHandle {
         VmHandle {
             control: self.control.clone(),
+            shared: Arc::downgrade(&self.shared),
         }
     }
 
-    /// How the boot vCPU enters the kernel (PVH or 64-bit Linux).
-    pub fn entry_point(&self) -> EntryPoint {
+    /// Snapshot a VM that has not run yet (for tools and host-side
+    /// benchmarks; a running VM is snapshotted through [`VmHandle`]).
+    pub fn snapshot(&mut self, dir: &Path) -> Result<SnapshotInfo, SnapshotError> {
+        let info = self.shared.save.clone();
+        let vcpus = &mut self.vcpus;
+        save::snapshot(&self.shared, dir, || {
+            vcpus
+                .iter_mut()
+                .map(|v| v.capture_state(&info).map_err(SnapshotError::from))
+                .collect()
+        })
+    }
+
+    /// How the boot vCPU enters the kernel (PVH or 64-bit Linux); `None`
+    /// for a VM restored from a snapshot.
+    pub fn entry_point(&self) -> Option<EntryPoint> {
         self.entry
     }
 
@@ -342,18 +474,18 @@ impl Vm {
         let mut unstarted = 0;
         for mut vcpu in vcpus {
             let index = vcpu.index();
-            let (bus, ctl, panic) = (self.bus.clone(), control.clone(), self.panic.clone());
-            let mmio = self.mmio.clone();
+            let (shared, ctl, panic) = (self.shared.clone(), control.clone(), self.panic.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("ember-vcpu{index}"))
                 .spawn(move || {
                     // Counts the thread out even if it unwinds.
                     let _exited = ThreadExit(&ctl);
                     let ctx = VcpuContext {
-                        bus: &bus,
-                        mmio: &mmio,
+                        bus: &shared.bus,
+                        mmio: &shared.mmio,
                         control: &ctl,
                         panic: &panic,
+                        save: &shared.save,
                     };
                     if let Some(outcome) = vcpu.run(&ctx) {
                         ctl.stop(outcome);
@@ -386,11 +518,68 @@ impl Vm {
             // A vCPU thread that panicked has nothing more to report.
             let _ = t.join();
         }
-        if let Ok(mut s) = self.serial.lock() {
+        if let Ok(mut s) = self.shared.serial.lock() {
             s.flush();
         }
         outcome
     }
+}
+
+/// Rebuild the serial port, the i8042 and the vsock device of a snapshot.
+pub(crate) fn restore_devices(
+    vm: &KvmVm,
+    mem: &GuestMemory,
+    state: &SnapshotState,
+    config: RestoreConfig,
+) -> Result<RestoredDevices, VmError> {
+    let panic = PanicRecord::default();
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| SetupError::Host {
+        what: "eventfd for the serial IRQ",
+        source,
+    })?;
+    vm.register_irqfd(&serial_irq, SERIAL_IRQ)?;
+    let irq = serial_irq.try_clone().map_err(|source| SetupError::Host {
+        what: "eventfd clone",
+        source,
+    })?;
+    let mut serial = Serial::new(irq, ConsoleOut::new(config.console, panic.clone()));
+    serial.restore_state(&state.serial);
+    let serial = Arc::new(Mutex::new(serial));
+    let mut bus = PioBus::new();
+    bus.insert(SERIAL_PORT_BASE, SERIAL_PORT_LEN, serial.clone())
+        .map_err(SetupError::from)?;
+    bus.insert(
+        I8042_PORT_BASE,
+        I8042_PORT_LEN,
+        Arc::new(Mutex::new(I8042::new())),
+    )
+    .map_err(SetupError::from)?;
+    let mut mmio_bus = MmioBus::new();
+    let vsock = match &state.vsock {
+        Some(vs) => {
+            let vc = VsockConfig {
+                guest_cid: vs.device.guest_cid,
+                uds_path: config.vsock_uds,
+            };
+            let device = VsockDevice::restore(&vc, &vs.device).map_err(SetupError::from)?;
+            Some(wire_vsock(
+                vm,
+                mem,
+                &mut mmio_bus,
+                device,
+                Some(&vs.transport),
+            )?)
+        }
+        None => None,
+    };
+    Ok(RestoredDevices {
+        bus,
+        mmio: mmio_bus,
+        vsock,
+        serial,
+        serial_irq,
+        panic,
+    })
 }
 
 /// Put the vsock device on the MMIO bus: interrupts through an irqfd on
@@ -401,8 +590,19 @@ fn attach_vsock(
     mem: &GuestMemory,
     bus: &mut MmioBus,
     config: &VsockConfig,
-) -> Result<VsockHandle, SetupError> {
+) -> Result<(VsockHandle, Arc<Mutex<MmioTransport>>), SetupError> {
     let device = VsockDevice::new(config)?;
+    wire_vsock(vm, mem, bus, device, None)
+}
+
+/// Wire a vsock device (new, or restored with its transport's state).
+fn wire_vsock(
+    vm: &KvmVm,
+    mem: &GuestMemory,
+    bus: &mut MmioBus,
+    device: VsockDevice,
+    restore: Option<&MmioTransportState>,
+) -> Result<(VsockHandle, Arc<Mutex<MmioTransport>>), SetupError> {
     let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| SetupError::Host {
         what: "eventfd for the vsock IRQ",
         source,
@@ -414,13 +614,18 @@ fn attach_vsock(
     }
     let handle = device.handle();
     let interrupt = Arc::new(Interrupt::new(irq));
-    let transport = MmioTransport::new(Box::new(device), mem.clone(), interrupt);
+    let transport = match restore {
+        None => MmioTransport::new(Box::new(device), mem.clone(), interrupt),
+        Some(state) => MmioTransport::restore(Box::new(device), mem.clone(), interrupt, state)
+            .map_err(|e| SetupError::BadState(format!("virtio-vsock transport: {e}")))?,
+    };
+    let transport = Arc::new(Mutex::new(transport));
     bus.insert(
         VIRTIO_VSOCK_MMIO_BASE,
         VIRTIO_MMIO_WINDOW,
-        Arc::new(Mutex::new(transport)),
+        transport.clone(),
     )?;
-    Ok(handle)
+    Ok((handle, transport))
 }
 
 #[cfg(test)]

@@ -55,6 +55,14 @@ pub struct SandboxConfig {
     pub vsock_uds: Option<PathBuf>,
     /// Copy the guest console to the host's stderr (for debugging boots).
     pub echo_console: bool,
+    /// Start from a template (default): the first sandbox of a shape boots
+    /// and snapshots itself into the cache; every later one restores that
+    /// snapshot. `false` cold-boots every time.
+    pub use_template: bool,
+    /// The cache directory whose `templates/` holds templates (default:
+    /// the embervm cache directory, `$EMBERVM_CACHE_DIR` or
+    /// `~/.cache/embervm`).
+    pub template_cache: Option<PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -92,6 +100,8 @@ impl SandboxConfig {
             max_output: DEFAULT_MAX_OUTPUT,
             vsock_uds: None,
             echo_console: false,
+            use_template: true,
+            template_cache: None,
         }
     }
 
@@ -105,6 +115,19 @@ impl SandboxConfig {
     pub fn vcpus(mut self, n: u32) -> Self {
         self.vcpus = n;
         self
+    }
+
+    /// Boot every sandbox instead of restoring a template.
+    pub fn cold_boot(mut self) -> Self {
+        self.use_template = false;
+        self
+    }
+
+    /// The full guest kernel command line.
+    pub fn full_cmdline(&self) -> String {
+        format!("{} {}", self.cmdline, self.extra_cmdline)
+            .trim()
+            .to_string()
     }
 
     /// Set the default command timeout.

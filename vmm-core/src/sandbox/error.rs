@@ -33,6 +33,9 @@ pub enum SandboxError {
     /// The VM could not be built.
     #[error("cannot create the VM: {0}")]
     Vm(#[from] VmError),
+    /// A snapshot or template could not be written or found.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     /// The VM ended (or failed) before the agent was ready.
     #[error("the guest failed to boot: {reason}\n--- last console lines ---\n{console}")]
     BootFailed {

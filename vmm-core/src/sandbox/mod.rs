@@ -39,7 +39,7 @@ pub mod error;
 pub mod watch;
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -59,7 +59,11 @@ pub use error::{CallError, SandboxError};
 
 use crate::devices::console::ConsoleConfig;
 use crate::devices::virtio::vsock::{VsockConfig, VsockError, VsockHandle, VsockListener};
-use crate::vm::{Vm, VmConfig, VmHandle};
+use crate::error::VmError;
+use crate::paths;
+use crate::snapshot::template::{self, TemplateInputs};
+use crate::snapshot::SnapshotInfo;
+use crate::vm::{RestoreConfig, SetupTimings, Vm, VmConfig, VmHandle};
 use conn::{Conn, Deadline, TimedStream};
 use error::Result;
 use watch::{Ready, VmWatch};
@@ -94,6 +98,22 @@ pub struct Sandbox {
     next_id: AtomicU64,
     py_runner: AtomicBool,
     boot_time: Duration,
+    origin: Origin,
+    vm_setup: SetupTimings,
+}
+
+fn check_timeouts(config: &SandboxConfig) -> Result<()> {
+    if config.boot_timeout.is_zero() || config.io_timeout.is_zero() {
+        return Err(SandboxError::Config(
+            "boot_timeout and io_timeout must be above zero".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn console_for(watch: &Arc<VmWatch>, echo: bool) -> ConsoleConfig {
+    let w = watch.clone();
+    ConsoleConfig::callback(move |bytes| w.console(bytes, echo))
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -147,65 +167,89 @@ fn entropy() -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// How a sandbox's VM came to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Booted (no template asked for, or this call made the template).
+    ColdBoot,
+    /// Booted, and this call saved the template at this path.
+    MadeTemplate(PathBuf),
+    /// Restored from the template or snapshot at this path.
+    Restored(PathBuf),
+}
+
 impl Sandbox {
-    /// Boot a sandbox and connect to its agent.
+    /// Start a sandbox and connect to its agent. With
+    /// [`SandboxConfig::use_template`] (the default) the first sandbox of a
+    /// shape (kernel, initramfs, memory, vCPUs, command line) boots and
+    /// saves a template in the cache; later ones restore it in
+    /// milliseconds. A template that cannot be used (damaged, from another
+    /// embervm version or another host) is removed and made again.
     pub fn new(config: SandboxConfig) -> Result<Sandbox> {
+        if !config.use_template {
+            return Self::cold_boot(config);
+        }
+        check_file("kernel", &config.kernel)?;
+        check_file("initramfs", &config.initrd)?;
+        let cache = config
+            .template_cache
+            .clone()
+            .unwrap_or_else(paths::cache_dir);
+        let cmdline = config.full_cmdline();
+        let key = template::key(&TemplateInputs {
+            kernel: &config.kernel,
+            initrd: &config.initrd,
+            memory_mib: config.memory_mib,
+            vcpus: config.vcpus,
+            cmdline: &cmdline,
+        })?;
+        if let Some(dir) = template::lookup(&cache, &key) {
+            match Self::from_snapshot(&dir, config.clone()) {
+                Ok(sb) => return Ok(sb),
+                Err(SandboxError::Vm(VmError::Snapshot(e))) => {
+                    log::warn!(
+                        "template {} is unusable ({e}); making it again",
+                        dir.display()
+                    );
+                    template::discard(&dir);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut sb = Self::cold_boot(config)?;
+        let staging = template::staging_dir(&cache, &key)?;
+        match sb.snapshot(&staging) {
+            Ok(_) => {
+                let dir = template::publish(&staging, &cache, &key)?;
+                sb.origin = Origin::MadeTemplate(dir);
+            }
+            Err(e) => {
+                template::discard(&staging);
+                log::warn!("could not save a template: {e}");
+            }
+        }
+        Ok(sb)
+    }
+
+    /// Boot a sandbox (no template) and connect to its agent.
+    pub fn cold_boot(config: SandboxConfig) -> Result<Sandbox> {
         let start = Instant::now();
         check_file("kernel", &config.kernel)?;
         check_file("initramfs", &config.initrd)?;
-        if config.boot_timeout.is_zero() || config.io_timeout.is_zero() {
-            return Err(SandboxError::Config(
-                "boot_timeout and io_timeout must be above zero".into(),
-            ));
-        }
+        check_timeouts(&config)?;
         let watch = Arc::new(VmWatch::default());
         let mut vmc = VmConfig::new(&config.kernel);
         vmc.initrd = Some(config.initrd.clone());
-        vmc.cmdline = format!("{} {}", config.cmdline, config.extra_cmdline)
-            .trim()
-            .to_string();
+        vmc.cmdline = config.full_cmdline();
         vmc.memory_mib = config.memory_mib;
         vmc.vcpus = config.vcpus;
-        let (w, echo) = (watch.clone(), config.echo_console);
-        vmc.console = ConsoleConfig::callback(move |bytes| w.console(bytes, echo));
+        vmc.console = console_for(&watch, config.echo_console);
         vmc.vsock = Some(VsockConfig {
             guest_cid: SANDBOX_GUEST_CID,
             uds_path: config.vsock_uds.clone(),
         });
         let vm = Vm::new(vmc)?;
-        let handle = vm.handle();
-        let vsock = vm
-            .vsock()
-            .ok_or(SandboxError::Vsock(VsockError::NotConfigured))?;
-        let w = watch.clone();
-        let runner = std::thread::Builder::new()
-            .name("ember-sandbox".into())
-            .spawn(move || {
-                let how = match vm.run() {
-                    Ok(r) => r.to_string(),
-                    Err(e) => e.to_string(),
-                };
-                w.exited(how);
-            })
-            .map_err(|source| SandboxError::Io {
-                what: "cannot start the VM thread",
-                source,
-            })?;
-        // From here on, dropping `sb` kills the VM and joins the thread.
-        let mut sb = Sandbox {
-            config,
-            vm: handle,
-            vsock,
-            watch,
-            runner: Mutex::new(Some(runner)),
-            pool: Mutex::new(Vec::new()),
-            closed: Mutex::new(None),
-            agent: None,
-            sync: None,
-            next_id: AtomicU64::new(1),
-            py_runner: AtomicBool::new(false),
-            boot_time: Duration::ZERO,
-        };
+        let mut sb = Self::launch(vm, config, watch, Origin::ColdBoot)?;
         let deadline = start + sb.config.boot_timeout;
         match sb.watch.wait_ready(deadline) {
             Ready::Line(_) => {}
@@ -223,16 +267,114 @@ impl Sandbox {
                 })
             }
         }
-        let mut conn = sb.open(Some(deadline))?;
+        sb.handshake(start, deadline)?;
+        Ok(sb)
+    }
+
+    /// Start a sandbox from a snapshot directory (a template, or one saved
+    /// with [`Sandbox::snapshot`]). Memory, vCPUs and the guest come from
+    /// the snapshot; `config` gives the host side (timeouts, output limits,
+    /// console echo, vsock socket path). On first contact the guest gets
+    /// fresh entropy and the current time, so no two clones are alike.
+    pub fn from_snapshot(dir: &Path, config: SandboxConfig) -> Result<Sandbox> {
+        let start = Instant::now();
+        check_timeouts(&config)?;
+        let watch = Arc::new(VmWatch::default());
+        let vm = Vm::restore(
+            dir,
+            RestoreConfig {
+                console: console_for(&watch, config.echo_console),
+                vsock_uds: config.vsock_uds.clone(),
+            },
+        )?;
+        let mut sb = Self::launch(vm, config, watch, Origin::Restored(dir.to_path_buf()))?;
+        let deadline = start + sb.config.boot_timeout;
+        sb.handshake(start, deadline)?;
+        Ok(sb)
+    }
+
+    /// Save this sandbox's whole state (memory, files, running processes)
+    /// into `dir`; [`Sandbox::from_snapshot`] forks new sandboxes from it.
+    /// The VM pauses for the duration and then continues; open agent
+    /// connections of this sandbox keep working.
+    pub fn snapshot(&self, dir: &Path) -> Result<SnapshotInfo> {
+        self.check_open()?;
+        if !self.vm.pause() {
+            return Err(self.exited_error());
+        }
+        let r = self.vm.snapshot(dir);
+        self.vm.resume();
+        Ok(r.map_err(VmError::Snapshot)?)
+    }
+
+    /// How long each phase of building the VM took (boot or restore),
+    /// before its vCPUs started.
+    pub fn vm_setup_timings(&self) -> &SetupTimings {
+        &self.vm_setup
+    }
+
+    /// How this sandbox's VM was started.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// Run `vm` on a thread of its own and wrap it; dropping the result
+    /// kills the VM and joins the thread.
+    fn launch(
+        vm: Vm,
+        config: SandboxConfig,
+        watch: Arc<VmWatch>,
+        origin: Origin,
+    ) -> Result<Sandbox> {
+        let handle = vm.handle();
+        let vm_setup = vm.setup_timings().clone();
+        let vsock = vm
+            .vsock()
+            .ok_or(SandboxError::Vsock(VsockError::NotConfigured))?;
+        let w = watch.clone();
+        let runner = std::thread::Builder::new()
+            .name("ember-sandbox".into())
+            .spawn(move || {
+                let how = match vm.run() {
+                    Ok(r) => r.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                w.exited(how);
+            })
+            .map_err(|source| SandboxError::Io {
+                what: "cannot start the VM thread",
+                source,
+            })?;
+        Ok(Sandbox {
+            config,
+            vm: handle,
+            vsock,
+            watch,
+            runner: Mutex::new(Some(runner)),
+            pool: Mutex::new(Vec::new()),
+            closed: Mutex::new(None),
+            agent: None,
+            sync: None,
+            next_id: AtomicU64::new(1),
+            py_runner: AtomicBool::new(false),
+            boot_time: Duration::ZERO,
+            origin,
+            vm_setup,
+        })
+    }
+
+    /// Connect to the agent and send it fresh entropy and the time.
+    fn handshake(&mut self, start: Instant, deadline: Instant) -> Result<()> {
+        let mut conn = self.open(Some(deadline))?;
         let sync = conn
             .client
             .sync(&entropy()?, SystemTime::now())
-            .map_err(|e| sb.fail(e, &conn.deadline, start.elapsed()))?;
-        sb.agent = Some(conn.client.agent_hello().clone());
-        sb.sync = Some(sync);
-        sb.put_back(conn);
-        sb.boot_time = start.elapsed();
-        Ok(sb)
+            .map_err(|e| self.fail(e, &conn.deadline, start.elapsed()))?;
+        self.agent = Some(conn.client.agent_hello().clone());
+        self.sync = Some(sync);
+        self.put_back(conn);
+        self.boot_time = start.elapsed();
+        Ok(())
     }
 
     /// Boot a sandbox with the default guest and configuration.

@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use libc::{c_int, c_void, siginfo_t};
 
+use super::vcpu_state::VcpuState;
 use super::SetupError;
 use crate::error::VmError;
 use crate::exit::ExitReason;
@@ -99,7 +100,13 @@ struct Inner {
     live: usize,
     parked: usize,
     outcome: Option<Result<ExitReason, VmError>>,
+    /// Bumped by [`Control::save_vcpus`]; each parked vCPU saves once per value.
+    save_epoch: u64,
+    saved: Vec<Result<VcpuState, SetupError>>,
 }
+
+/// What a parked vCPU runs when [`Control::save_vcpus`] asks for its state.
+pub type SaveFn<'a> = dyn FnMut() -> Result<VcpuState, SetupError> + 'a;
 
 /// Shared run state of one VM's vCPUs.
 pub struct Control {
@@ -125,6 +132,8 @@ impl Control {
                 live: 0,
                 parked: 0,
                 outcome: None,
+                save_epoch: 0,
+                saved: Vec::new(),
             }),
             cond: Condvar::new(),
             first_run: OnceLock::new(),
@@ -185,6 +194,11 @@ impl Control {
         self.cond.notify_all();
     }
 
+    /// True while the vCPUs are held by [`Control::pause`].
+    pub fn is_paused(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == PAUSED
+    }
+
     /// True once the VM is stopping.
     pub fn stopping(&self) -> bool {
         self.state.load(Ordering::SeqCst) == STOPPING
@@ -217,8 +231,10 @@ impl Control {
         }
     }
 
-    /// Called by a vCPU before each `KVM_RUN`: park while paused.
-    pub fn checkpoint(&self) -> Flow {
+    /// Called by a vCPU before each `KVM_RUN`: park while paused. While
+    /// parked, the vCPU runs `save` once for each [`Control::save_vcpus`]
+    /// call (`seen` is the vCPU's own record of the last one it served).
+    pub fn checkpoint(&self, seen: &mut u64, save: &mut SaveFn<'_>) -> Flow {
         match self.state.load(Ordering::SeqCst) {
             RUNNING => return Flow::Run,
             STOPPING => return Flow::Stop,
@@ -229,6 +245,12 @@ impl Control {
             match self.state.load(Ordering::SeqCst) {
                 RUNNING => return Flow::Run,
                 STOPPING => return Flow::Stop,
+                _ if g.save_epoch != *seen => {
+                    *seen = g.save_epoch;
+                    let r = save();
+                    g.saved.push(r);
+                    self.cond.notify_all();
+                }
                 _ => {
                     g.parked += 1;
                     self.cond.notify_all();
@@ -237,6 +259,26 @@ impl Control {
                 }
             }
         }
+    }
+
+    /// Have every parked vCPU capture its state (on its own thread, where it
+    /// can first complete pending I/O) and return the results. `None` if
+    /// the VM is not paused or stops meanwhile.
+    pub fn save_vcpus(&self) -> Option<Vec<Result<VcpuState, SetupError>>> {
+        let mut g = self.lock();
+        if self.state.load(Ordering::SeqCst) != PAUSED {
+            return None;
+        }
+        g.save_epoch += 1;
+        g.saved.clear();
+        self.cond.notify_all();
+        while self.state.load(Ordering::SeqCst) == PAUSED && g.saved.len() < g.live {
+            g = self.cond.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        if self.state.load(Ordering::SeqCst) != PAUSED {
+            return None;
+        }
+        Some(std::mem::take(&mut g.saved))
     }
 
     /// Wait until an outcome is reported or every vCPU thread is gone.
@@ -277,7 +319,9 @@ mod tests {
             let ct = c.clone();
             let spins = spins.clone();
             let h = std::thread::spawn(move || {
-                while ct.checkpoint() == Flow::Run {
+                let mut seen = 0;
+                let mut save = || Err(SetupError::BadState("test".into()));
+                while ct.checkpoint(&mut seen, &mut save) == Flow::Run {
                     spins.fetch_add(1, Ordering::Relaxed);
                     std::thread::yield_now();
                 }
@@ -288,6 +332,9 @@ mod tests {
             hs.push(h);
         }
         assert!(c.pause());
+        let saved = c.save_vcpus().expect("paused");
+        assert_eq!(saved.len(), 3, "one state per vCPU thread");
+        assert_eq!(c.save_vcpus().map(|v| v.len()), Some(3), "again");
         let a = spins.load(Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(spins.load(Ordering::SeqCst), a, "paused threads ran");
@@ -303,5 +350,6 @@ mod tests {
             h.join().unwrap();
         }
         assert!(!c.pause());
+        assert!(c.save_vcpus().is_none(), "no save once stopped");
     }
 }

@@ -5,7 +5,9 @@
 
 pub mod control;
 pub mod vcpu;
+pub mod vcpu_state;
 pub mod vm;
+pub mod vm_state;
 
 /// A KVM or host call failed while the VM was being built.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,9 @@ pub enum SetupError {
     /// The vsock device.
     #[error(transparent)]
     Vsock(#[from] crate::devices::virtio::vsock::VsockSetupError),
+    /// Saved state that cannot be loaded as it is.
+    #[error("saved state is invalid: {0}")]
+    BadState(String),
     /// An eventfd or signal handler could not be created.
     #[error("{what}: {source}")]
     Host {

@@ -16,6 +16,7 @@ use kvm_bindings::{
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use super::control::{set_thread_immediate_exit, Control, Flow};
+use super::vcpu_state::{flush_pending_io, SaveInfo, VcpuState};
 use super::{kvm_err, SetupError};
 use crate::arch::x86_64::{cpuid, interrupts, msr, regs};
 use crate::devices::bus::PioBus;
@@ -41,6 +42,8 @@ pub struct VcpuContext<'a> {
     pub control: &'a Control,
     /// Set when the console showed a kernel panic.
     pub panic: &'a PanicRecord,
+    /// What a snapshot of this vCPU reads.
+    pub save: &'a SaveInfo,
 }
 
 enum Action {
@@ -102,6 +105,17 @@ impl Vcpu {
         Ok(())
     }
 
+    /// The vCPU's KVM state; call only while it is out of `KVM_RUN`.
+    pub fn capture_state(&mut self, info: &SaveInfo) -> Result<VcpuState, SetupError> {
+        flush_pending_io(&mut self.fd)?;
+        VcpuState::capture(self.index, &self.fd, info.caps, &info.msrs)
+    }
+
+    /// Load saved state into this (never run) vCPU.
+    pub fn restore_state(&self, state: &VcpuState) -> Result<(), SetupError> {
+        state.restore(&self.fd)
+    }
+
     /// The vCPU's registers, if KVM gives them.
     pub fn registers(&self) -> Option<VcpuRegisters> {
         Some(VcpuRegisters {
@@ -121,8 +135,13 @@ impl Vcpu {
 
     fn run_loop(&mut self, ctx: &VcpuContext<'_>) -> Option<Result<ExitReason, VmError>> {
         let mut first = self.index == 0;
+        let mut seen = 0;
         loop {
-            if ctx.control.checkpoint() == Flow::Stop {
+            let flow = {
+                let mut save = || self.capture_state(ctx.save);
+                ctx.control.checkpoint(&mut seen, &mut save)
+            };
+            if flow == Flow::Stop {
                 return None;
             }
             if first {

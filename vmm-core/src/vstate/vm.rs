@@ -29,6 +29,11 @@ impl KvmVm {
         Ok(Self { fd })
     }
 
+    /// The VM fd, for state capture and restore.
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+
     /// Set up the in-kernel PIC/IOAPIC/LAPICs and the PIT.
     /// Call after [`KvmVm::register_memory`] and before creating vCPUs.
     pub fn setup_irqchip(&self) -> Result<(), SetupError> {

@@ -11,14 +11,24 @@
 //! read-only registers, a queue size that is not a power of two or too big,
 //! a misaligned ring address, a queue index out of range) is logged and
 //! ignored. Nothing the guest writes here can panic the host.
+//!
+//! Snapshots: [`MmioTransport::quiesce`] parks the device and takes its
+//! final queue positions, [`MmioTransport::state`] then reads out every
+//! register and queue, and [`MmioTransport::restore`] builds a transport from
+//! such a state, checking it as strictly as guest writes (it comes from a
+//! file), and re-activates the device if the driver had it running.
 
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
+use serde::{Deserialize, Serialize};
+use virtio_queue::{Queue, QueueState, QueueT};
 use vm_memory::GuestAddress;
 
 use super::mmio_bus::MmioDevice;
-use super::{status, Activation, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{
+    status, ActivateError, Activation, Interrupt, QuiesceError, VirtioDevice, VIRTIO_F_VERSION_1,
+    VIRTIO_INT_CONFIG, VIRTIO_INT_VRING,
+};
 use crate::memory::GuestMemory;
 
 /// "virt" in little endian.
@@ -98,6 +108,162 @@ pub fn cmdline_entry(base: u64, len: u64, irq: u32) -> String {
     format!("virtio_mmio.device={size}@{base:#x}:{irq}")
 }
 
+/// `VIRTIO_RING_F_EVENT_IDX` (feature bit 29).
+const VIRTIO_RING_F_EVENT_IDX: u32 = 29;
+
+/// One virtqueue's registers and ring positions, for a snapshot (the
+/// serialisable twin of [`QueueState`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VirtqueueState {
+    /// Largest size the device offers.
+    pub max_size: u16,
+    /// Size the driver chose.
+    pub size: u16,
+    /// The driver marked the queue ready.
+    pub ready: bool,
+    /// Guest-physical address of the descriptor table.
+    pub desc_table: u64,
+    /// Guest-physical address of the available ring.
+    pub avail_ring: u64,
+    /// Guest-physical address of the used ring.
+    pub used_ring: u64,
+    /// The device's next index into the available ring.
+    pub next_avail: u16,
+    /// The device's next index into the used ring.
+    pub next_used: u16,
+    /// `VIRTIO_RING_F_EVENT_IDX` is in use.
+    pub event_idx_enabled: bool,
+}
+
+impl From<QueueState> for VirtqueueState {
+    fn from(q: QueueState) -> Self {
+        Self {
+            max_size: q.max_size,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx_enabled: q.event_idx_enabled,
+        }
+    }
+}
+
+impl From<VirtqueueState> for QueueState {
+    fn from(q: VirtqueueState) -> Self {
+        Self {
+            max_size: q.max_size,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx_enabled: q.event_idx_enabled,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+        }
+    }
+}
+
+/// The transport's registers and queues, for a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MmioTransportState {
+    /// The virtio device id behind the transport (checked on restore).
+    pub device_id: u32,
+    /// Device status register.
+    pub status: u32,
+    /// DeviceFeaturesSel.
+    pub device_features_select: u32,
+    /// DriverFeaturesSel.
+    pub driver_features_select: u32,
+    /// Features the driver wrote (the acked features once FEATURES_OK).
+    pub driver_features: u64,
+    /// QueueSel.
+    pub queue_select: u32,
+    /// Interrupt status bits not yet acknowledged.
+    pub interrupt_status: u32,
+    /// ConfigGeneration.
+    pub config_generation: u32,
+    /// Every queue, in index order.
+    pub queues: Vec<VirtqueueState>,
+}
+
+/// What is wrong with one queue of a transport state (or at DRIVER_OK).
+#[derive(Debug, thiserror::Error)]
+pub enum QueueFault {
+    /// The maximum size is not the device's.
+    #[error("maximum size {found}, the device's is {expected}")]
+    MaxSize {
+        /// The device's.
+        expected: u16,
+        /// The state's.
+        found: u16,
+    },
+    /// Size not a power of two up to the maximum, or a misaligned ring.
+    #[error("{0}")]
+    Invalid(#[source] virtio_queue::Error),
+    /// Event indexes on, but `VIRTIO_RING_F_EVENT_IDX` was not negotiated.
+    #[error("event index in use without VIRTIO_RING_F_EVENT_IDX")]
+    EventIdx,
+    /// Not ready, or a ring lies outside guest memory.
+    #[error("not ready, or its rings lie outside guest memory")]
+    Unusable,
+}
+
+/// A transport state was refused, or the device could not be activated.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The state is of another device type.
+    #[error("state is of virtio device {found}, the device is {expected}")]
+    DeviceId {
+        /// The device's id.
+        expected: u32,
+        /// The state's.
+        found: u32,
+    },
+    /// The state has another number of queues than the device.
+    #[error("state has {found} queues, the device has {expected}")]
+    QueueCount {
+        /// The device's.
+        expected: usize,
+        /// The state's.
+        found: usize,
+    },
+    /// A status the transport never reaches.
+    #[error("device status {0:#x} is not one a driver can reach")]
+    Status(u32),
+    /// Driver features that the status makes impossible.
+    #[error(
+        "driver features {features:#x} are impossible in status {status:#x} \
+         (the device offers {offered:#x})"
+    )]
+    Features {
+        /// The state's driver features.
+        features: u64,
+        /// The state's status.
+        status: u32,
+        /// The device's features.
+        offered: u64,
+    },
+    /// Interrupt status bits that do not exist.
+    #[error("interrupt status {0:#x} has unknown bits")]
+    InterruptStatus(u32),
+    /// One queue is wrong.
+    #[error("queue {index}: {fault}")]
+    Queue {
+        /// The queue index.
+        index: usize,
+        /// What is wrong.
+        #[source]
+        fault: QueueFault,
+    },
+    /// The device refused activation.
+    #[error("device activation: {0}")]
+    Activate(#[from] ActivateError),
+}
+
 /// The transport around one device.
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
@@ -111,6 +277,7 @@ pub struct MmioTransport {
     status: u32,
     activated: bool,
     config_generation: u32,
+    quiesced: bool,
 }
 
 impl MmioTransport {
@@ -130,7 +297,97 @@ impl MmioTransport {
             status: 0,
             activated: false,
             config_generation: 0,
+            quiesced: false,
         }
+    }
+
+    /// Rebuild a transport from a snapshot `state` around `device` (a new
+    /// device of the same type, its eventfds already registered with KVM).
+    /// Every field is checked as if the guest had written it: the device
+    /// id, the status (a value the driver can reach), the features against
+    /// the status, each queue's maximum, size and ring alignment, and, if the
+    /// driver had the device running (DRIVER_OK without DEVICE_NEEDS_RESET),
+    /// that every queue is ready and inside guest memory. Then the interrupt
+    /// status is loaded (pulsing the irqfd if any bit is set) and such a
+    /// device is activated with the restored queues, through the same path
+    /// as a live DRIVER_OK, so it resumes where it was.
+    pub fn restore(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemory,
+        interrupt: Arc<Interrupt>,
+        state: &MmioTransportState,
+    ) -> Result<Self, RestoreError> {
+        check_registers(device.as_ref(), state)?;
+        let queues = restore_queues(device.as_ref(), state)?;
+        let mut t = Self {
+            device,
+            mem,
+            interrupt,
+            queues,
+            queue_select: state.queue_select,
+            device_features_select: state.device_features_select,
+            driver_features_select: state.driver_features_select,
+            driver_features: state.driver_features,
+            status: state.status,
+            activated: false,
+            config_generation: state.config_generation,
+            quiesced: false,
+        };
+        // Before activation: from then on the device may set bits itself.
+        t.interrupt.restore_status(state.interrupt_status);
+        if t.status & status::DRIVER_OK != 0 && t.status & status::DEVICE_NEEDS_RESET == 0 {
+            t.activate()?;
+        }
+        Ok(t)
+    }
+
+    /// Every register and queue, for a snapshot. While the device is
+    /// activated its queues move on another thread: call
+    /// [`Self::quiesce`] first, or the ring positions may be stale.
+    pub fn state(&self) -> MmioTransportState {
+        if self.activated && !self.quiesced {
+            log::warn!("virtio-mmio: state of an active device that is not quiesced");
+        }
+        MmioTransportState {
+            device_id: self.device.device_id(),
+            status: self.status,
+            device_features_select: self.device_features_select,
+            driver_features_select: self.driver_features_select,
+            driver_features: self.driver_features,
+            queue_select: self.queue_select,
+            interrupt_status: self.interrupt.status(),
+            config_generation: self.config_generation,
+            queues: self.queues.iter().map(|q| q.state().into()).collect(),
+        }
+    }
+
+    /// Park the device ([`VirtioDevice::quiesce`]) and take its queue
+    /// positions as final, so [`Self::state`] matches guest memory. On
+    /// success (and on [`QuiesceError::QueueCount`]) the device stays
+    /// parked until [`Self::unquiesce`].
+    pub fn quiesce(&mut self) -> Result<(), QuiesceError> {
+        let states = self.device.quiesce()?;
+        self.quiesced = true;
+        if states.is_empty() {
+            return Ok(());
+        }
+        if states.len() != self.queues.len() {
+            return Err(QuiesceError::QueueCount {
+                expected: self.queues.len(),
+                got: states.len(),
+            });
+        }
+        for (q, s) in self.queues.iter_mut().zip(states) {
+            q.set_next_avail(s.next_avail);
+            q.set_next_used(s.next_used);
+        }
+        Ok(())
+    }
+
+    /// Let the device continue after [`Self::quiesce`].
+    pub fn unquiesce(&mut self) {
+        self.device.unquiesce();
+        self.quiesced = false;
     }
 
     fn fresh_queues(device: &dyn VirtioDevice) -> Vec<Queue> {
@@ -350,27 +607,21 @@ impl MmioTransport {
         Ok(())
     }
 
-    fn activate(&mut self) -> Result<(), String> {
-        for (i, q) in self.queues.iter().enumerate() {
+    fn activate(&mut self) -> Result<(), RestoreError> {
+        let mut queues = Vec::with_capacity(self.queues.len());
+        for (index, q) in self.queues.iter().enumerate() {
+            let fault = |fault| RestoreError::Queue { index, fault };
             if !q.is_valid(&self.mem) {
-                return Err(format!(
-                    "queue {i} is not ready or lies outside guest memory"
-                ));
+                return Err(fault(QueueFault::Unusable));
             }
+            queues.push(Queue::try_from(q.state()).map_err(|e| fault(QueueFault::Invalid(e)))?);
         }
-        let queues = self
-            .queues
-            .iter()
-            .map(|q| Queue::try_from(q.state()).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.device
-            .activate(Activation {
-                mem: self.mem.clone(),
-                queues,
-                interrupt: self.interrupt.clone(),
-                features: self.driver_features,
-            })
-            .map_err(|e| e.to_string())?;
+        self.device.activate(Activation {
+            mem: self.mem.clone(),
+            queues,
+            interrupt: self.interrupt.clone(),
+            features: self.driver_features,
+        })?;
         self.activated = true;
         Ok(())
     }
@@ -388,6 +639,84 @@ impl MmioTransport {
         self.status = 0;
         self.interrupt.clear();
     }
+}
+
+/// Whether the transport can reach `s`: a prefix of ACKNOWLEDGE → DRIVER →
+/// FEATURES_OK → DRIVER_OK, maybe with FAILED (settable at any time), and
+/// DEVICE_NEEDS_RESET only after DRIVER_OK (a failed activation).
+fn status_reachable(s: u32) -> bool {
+    const A: u32 = status::ACKNOWLEDGE;
+    const D: u32 = status::DRIVER;
+    const F: u32 = status::FEATURES_OK;
+    const ALL: u32 = A | D | F | status::DRIVER_OK;
+    let steps = s & !(status::FAILED | status::DEVICE_NEEDS_RESET);
+    [0, A, A | D, A | D | F, ALL].contains(&steps)
+        && (s & status::DEVICE_NEEDS_RESET == 0 || steps == ALL)
+}
+
+/// Check a state's device id, status, features and interrupt status.
+fn check_registers(device: &dyn VirtioDevice, st: &MmioTransportState) -> Result<(), RestoreError> {
+    let expected = device.device_id();
+    if st.device_id != expected {
+        return Err(RestoreError::DeviceId {
+            expected,
+            found: st.device_id,
+        });
+    }
+    if !status_reachable(st.status) {
+        return Err(RestoreError::Status(st.status));
+    }
+    let offered = device.device_features();
+    let features_ok = if st.status & status::FEATURES_OK != 0 {
+        st.driver_features & !offered == 0 && st.driver_features & (1 << VIRTIO_F_VERSION_1) != 0
+    } else {
+        // Features are written only once DRIVER is set.
+        st.status & status::DRIVER != 0 || st.driver_features == 0
+    };
+    if !features_ok {
+        return Err(RestoreError::Features {
+            features: st.driver_features,
+            status: st.status,
+            offered,
+        });
+    }
+    if st.interrupt_status & !(VIRTIO_INT_VRING | VIRTIO_INT_CONFIG) != 0 {
+        return Err(RestoreError::InterruptStatus(st.interrupt_status));
+    }
+    Ok(())
+}
+
+/// Build the queues of a state, checked against the device's.
+fn restore_queues(
+    device: &dyn VirtioDevice,
+    st: &MmioTransportState,
+) -> Result<Vec<Queue>, RestoreError> {
+    let maxes = device.queue_max_sizes();
+    if st.queues.len() != maxes.len() {
+        return Err(RestoreError::QueueCount {
+            expected: maxes.len(),
+            found: st.queues.len(),
+        });
+    }
+    let event_idx = st.driver_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+    st.queues
+        .iter()
+        .zip(maxes)
+        .enumerate()
+        .map(|(index, (q, &max))| {
+            let fault = |fault| RestoreError::Queue { index, fault };
+            if q.max_size != max {
+                return Err(fault(QueueFault::MaxSize {
+                    expected: max,
+                    found: q.max_size,
+                }));
+            }
+            if q.event_idx_enabled && !event_idx {
+                return Err(fault(QueueFault::EventIdx));
+            }
+            Queue::try_from(QueueState::from(*q)).map_err(|e| fault(QueueFault::Invalid(e)))
+        })
+        .collect()
 }
 
 fn low(addr: u64, v: u32) -> GuestAddress {

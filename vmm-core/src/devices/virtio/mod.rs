@@ -12,6 +12,13 @@
 //!   its real work elsewhere (the vsock device on its own event thread).
 //! - [`vsock`]: the virtio-vsock device and its host backends.
 //!
+//! Snapshots: [`VirtioDevice::quiesce`] parks whatever works on a device's
+//! queues and hands back their final state, so the transport's
+//! [`mmio::MmioTransport::state`] is consistent with guest memory;
+//! [`VirtioDevice::unquiesce`] lets it continue. The device's own state is
+//! opaque bytes ([`VirtioDevice::device_state`]); each device type has its
+//! own typed restore constructor.
+//!
 //! Notifications never need our event loop when KVM can help: each queue has
 //! an [`EventFd`] that the VMM registers as a KVM ioeventfd on the
 //! `QueueNotify` register (datamatch = queue index), so a guest notify wakes
@@ -26,7 +33,7 @@ pub mod vsock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueState};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::GuestMemory;
@@ -103,6 +110,18 @@ impl Interrupt {
         self.status.store(0, Ordering::SeqCst);
     }
 
+    /// Load the status register from a snapshot and, if any bit is set,
+    /// pulse the irqfd, so an interrupt the guest had not taken yet is not
+    /// lost (a spurious one is harmless: the driver finds nothing to do).
+    pub fn restore_status(&self, bits: u32) {
+        self.status.store(bits, Ordering::SeqCst);
+        if bits != 0 {
+            if let Err(e) = self.irqfd.write(1) {
+                log::warn!("virtio: cannot raise interrupt: {e}");
+            }
+        }
+    }
+
     /// The eventfd behind the interrupt (for KVM irqfd registration).
     pub fn irqfd(&self) -> &EventFd {
         &self.irqfd
@@ -137,6 +156,36 @@ pub enum ActivateError {
     },
 }
 
+/// A device could not be quiesced.
+#[derive(Debug, thiserror::Error)]
+pub enum QuiesceError {
+    /// The device's worker is gone.
+    #[error("the device's worker thread is not running")]
+    WorkerGone,
+    /// The worker did not park in time.
+    #[error("the device's worker did not park within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The device reported a number of queue states other than its queues.
+    #[error("device reported {got} queue states for {expected} queues")]
+    QueueCount {
+        /// Queues the transport has.
+        expected: usize,
+        /// States the device reported.
+        got: usize,
+    },
+}
+
+/// A device's snapshot state could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceStateError {
+    /// Encoding failed.
+    #[error("cannot encode the device state: {0}")]
+    Encode(#[source] postcard::Error),
+    /// The bytes are not a state of this device type.
+    #[error("device state is damaged or of another device type: {0}")]
+    Decode(#[source] postcard::Error),
+}
+
 /// A virtio device behind a transport.
 pub trait VirtioDevice: Send {
     /// The virtio device id (19 for vsock).
@@ -158,6 +207,25 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
     /// Return to the state before activation (the driver wrote 0 to status).
     fn reset(&mut self);
+    /// Stop touching guest memory and queues until [`Self::unquiesce`];
+    /// return only once whatever works on the queues is parked. Returns the
+    /// state of every queue as the device last left it (its `next_avail` and
+    /// `next_used` are final until unquiesce), in queue-index order, or an
+    /// empty list if the device is not activated or keeps no queue state of
+    /// its own. The default does nothing and returns an empty list: right
+    /// for a device that works only inside the transport's calls.
+    fn quiesce(&mut self) -> Result<Vec<QueueState>, QuiesceError> {
+        Ok(Vec::new())
+    }
+    /// Continue after [`Self::quiesce`] exactly as before (existing
+    /// connections and queues keep working). The default does nothing.
+    fn unquiesce(&mut self) {}
+    /// The device's own state for a snapshot, as opaque bytes that the
+    /// device type's restore constructor reads back (the transport's state
+    /// is saved separately). The default, for a stateless device, is empty.
+    fn device_state(&self) -> Result<Vec<u8>, DeviceStateError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Copy the bytes of a little-endian config space `config` at `offset` into
@@ -200,5 +268,9 @@ mod tests {
         assert_eq!(irq.status(), VIRTIO_INT_CONFIG);
         irq.clear();
         assert_eq!(irq.status(), 0);
+        irq.restore_status(0);
+        assert!(irq.irqfd().read().is_err());
+        irq.restore_status(VIRTIO_INT_VRING);
+        assert_eq!((irq.status(), irq.irqfd().read().unwrap()), (1, 1));
     }
 }

@@ -9,12 +9,21 @@
 //! reset are forwarded to the thread as commands. Dropping the device stops
 //! the thread and joins it; every host stream it held is closed, which is
 //! how connections end when the VM ends.
+//!
+//! Snapshots save only the guest CID and the acked features
+//! ([`VsockState`]); connections are not saved. [`VsockDevice::restore`]
+//! starts a device with a transport reset event due, posted when the
+//! restored transport activates it, so the guest drops its stale
+//! connections. [`VirtioDevice::quiesce`] parks the device thread.
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use virtio_queue::QueueState;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::defs::{DEFAULT_GUEST_CID, HOST_CID, QUEUE_SIZES, VIRTIO_ID_VSOCK};
@@ -22,8 +31,35 @@ use super::host::{Command, CommandSender, VsockError, VsockHandle};
 use super::muxer::Muxer;
 use super::worker::Worker;
 use crate::devices::virtio::{
-    read_config_bytes, ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1,
+    read_config_bytes, ActivateError, Activation, DeviceStateError, QuiesceError, VirtioDevice,
+    VIRTIO_F_VERSION_1,
 };
+
+/// Features the device offers.
+const DEVICE_FEATURES: u64 = 1 << VIRTIO_F_VERSION_1;
+/// How long [`VirtioDevice::quiesce`] waits for the device thread to park.
+pub const QUIESCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The device's state for a snapshot (connections are not part of it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VsockState {
+    /// The guest's CID.
+    pub guest_cid: u64,
+    /// Features the driver accepted (0 if it never activated the device).
+    pub acked_features: u64,
+}
+
+impl VsockState {
+    /// Encode, as [`VirtioDevice::device_state`] returns it.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, DeviceStateError> {
+        postcard::to_allocvec(self).map_err(DeviceStateError::Encode)
+    }
+
+    /// Decode what [`VirtioDevice::device_state`] returned.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DeviceStateError> {
+        postcard::from_bytes(bytes).map_err(DeviceStateError::Decode)
+    }
+}
 
 /// How the vsock device is set up.
 #[derive(Debug, Clone)]
@@ -60,11 +96,29 @@ pub enum VsockSetupError {
     /// An eventfd, epoll or thread could not be created.
     #[error("vsock device setup: {0}")]
     Host(#[from] std::io::Error),
+    /// The configuration's CID is not the snapshot's (the guest knows its
+    /// CID).
+    #[error("snapshot has guest CID {snapshot}, the configuration {config}: use the snapshot's")]
+    CidMismatch {
+        /// The snapshot's.
+        snapshot: u64,
+        /// The configuration's.
+        config: u64,
+    },
+    /// The snapshot's acked features are not all offered by the device.
+    #[error("snapshot has acked features {acked:#x}, the device offers only {offered:#x}")]
+    Features {
+        /// The snapshot's.
+        acked: u64,
+        /// The device's.
+        offered: u64,
+    },
 }
 
 /// The virtio-vsock device front.
 pub struct VsockDevice {
     guest_cid: u64,
+    acked_features: u64,
     queue_evts: Vec<EventFd>,
     cmd: CommandSender,
     kill: EventFd,
@@ -74,6 +128,33 @@ pub struct VsockDevice {
 impl VsockDevice {
     /// Bind the backends and start the device thread.
     pub fn new(config: &VsockConfig) -> Result<Self, VsockSetupError> {
+        Self::start(config, false)
+    }
+
+    /// A device for a VM restored from a snapshot taken with `state`, with
+    /// the host backends of `config` (whose `guest_cid` must be the
+    /// snapshot's; `uds_path` may differ). Once the transport activates it,
+    /// it posts one VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (when the guest offers
+    /// an event buffer, and before any packet to the guest).
+    pub fn restore(config: &VsockConfig, state: &VsockState) -> Result<Self, VsockSetupError> {
+        if state.guest_cid != config.guest_cid {
+            return Err(VsockSetupError::CidMismatch {
+                snapshot: state.guest_cid,
+                config: config.guest_cid,
+            });
+        }
+        if state.acked_features & !DEVICE_FEATURES != 0 {
+            return Err(VsockSetupError::Features {
+                acked: state.acked_features,
+                offered: DEVICE_FEATURES,
+            });
+        }
+        let mut dev = Self::start(config, true)?;
+        dev.acked_features = state.acked_features;
+        Ok(dev)
+    }
+
+    fn start(config: &VsockConfig, transport_reset: bool) -> Result<Self, VsockSetupError> {
         let cid = config.guest_cid;
         if cid <= HOST_CID || cid >= u64::from(u32::MAX) {
             return Err(VsockSetupError::Cid(cid));
@@ -95,12 +176,16 @@ impl VsockDevice {
         let kill = EventFd::new(libc::EFD_NONBLOCK)?;
         let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
         let (tx, rx) = mpsc::channel();
-        let worker = Worker::new(cid, kill.try_clone()?, wake.clone(), worker_evts, rx, muxer)?;
+        let mut worker = Worker::new(cid, kill.try_clone()?, wake.clone(), worker_evts, rx, muxer)?;
+        if transport_reset {
+            worker.schedule_transport_reset();
+        }
         let thread = std::thread::Builder::new()
             .name("ember-vsock".into())
             .spawn(move || worker.run())?;
         Ok(Self {
             guest_cid: cid,
+            acked_features: 0,
             queue_evts,
             cmd: CommandSender::new(tx, wake),
             kill,
@@ -117,6 +202,14 @@ impl VsockDevice {
     pub fn guest_cid(&self) -> u64 {
         self.guest_cid
     }
+
+    /// The device's state for a snapshot.
+    pub fn state(&self) -> VsockState {
+        VsockState {
+            guest_cid: self.guest_cid,
+            acked_features: self.acked_features,
+        }
+    }
 }
 
 impl VirtioDevice for VsockDevice {
@@ -125,7 +218,7 @@ impl VirtioDevice for VsockDevice {
     }
 
     fn device_features(&self) -> u64 {
-        1 << VIRTIO_F_VERSION_1
+        DEVICE_FEATURES
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
@@ -147,15 +240,40 @@ impl VirtioDevice for VsockDevice {
                 got: activation.queues.len(),
             });
         }
+        let features = activation.features;
         self.cmd
             .send(Command::Activate(activation))
-            .map_err(|_: VsockError| ActivateError::WorkerGone)
+            .map_err(|_: VsockError| ActivateError::WorkerGone)?;
+        self.acked_features = features;
+        Ok(())
     }
 
     fn reset(&mut self) {
+        self.acked_features = 0;
         if self.cmd.send(Command::Reset).is_err() {
             log::warn!("vsock: reset after the device thread stopped");
         }
+    }
+
+    fn quiesce(&mut self) -> Result<Vec<QueueState>, QuiesceError> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.cmd
+            .send(Command::Quiesce { reply })
+            .map_err(|_| QuiesceError::WorkerGone)?;
+        rx.recv_timeout(QUIESCE_TIMEOUT).map_err(|e| match e {
+            RecvTimeoutError::Timeout => QuiesceError::Timeout(QUIESCE_TIMEOUT),
+            RecvTimeoutError::Disconnected => QuiesceError::WorkerGone,
+        })
+    }
+
+    fn unquiesce(&mut self) {
+        if self.cmd.send(Command::Unquiesce).is_err() {
+            log::warn!("vsock: unquiesce after the device thread stopped");
+        }
+    }
+
+    fn device_state(&self) -> Result<Vec<u8>, DeviceStateError> {
+        self.state().to_bytes()
     }
 }
 
@@ -171,3 +289,6 @@ impl Drop for VsockDevice {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

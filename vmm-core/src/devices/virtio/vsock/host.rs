@@ -15,6 +15,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
+use virtio_queue::QueueState;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::defs::CONNECT_TIMEOUT_MS;
@@ -74,6 +75,10 @@ pub(crate) enum Command {
     Unlisten { port: u32, id: u64 },
     /// Send VIRTIO_VSOCK_EVENT_TRANSPORT_RESET and drop every connection.
     TransportReset { reply: SyncSender<()> },
+    /// Stop touching guest memory and queues; reply with the queue states.
+    Quiesce { reply: SyncSender<Vec<QueueState>> },
+    /// Continue after `Quiesce`.
+    Unquiesce,
 }
 
 /// Sends commands to the device thread.

@@ -12,6 +12,10 @@
 //! - [`unix`]: the Firecracker-compatible hybrid Unix socket;
 //! - [`defs`]: numbers and limits.
 //!
+//! Snapshots keep the guest CID and acked features only ([`VsockState`]);
+//! a restored device sends the guest a transport reset so it drops the
+//! connections the snapshot froze.
+//!
 //! Data path, guest → host: guest notify → (KVM ioeventfd) → worker pops tx
 //! chains → [`packet::read_tx`] → checks → [`muxer::Muxer::send_pkt`] →
 //! connection → host stream. Host → guest: host stream readable → muxer
@@ -28,5 +32,8 @@ pub mod packet;
 pub mod unix;
 pub mod worker;
 
-pub use device::{VsockConfig, VsockDevice, VsockSetupError};
+#[cfg(test)]
+pub(crate) mod testutil;
+
+pub use device::{VsockConfig, VsockDevice, VsockSetupError, VsockState};
 pub use host::{VsockError, VsockHandle, VsockListener};

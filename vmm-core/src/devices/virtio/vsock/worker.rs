@@ -15,12 +15,24 @@
 //! destination the host (CID 2), the type stream and the op known (else
 //! answered with RST). Malformed chains (outside guest memory, too short,
 //! `len` beyond the chain or above 64 KiB) are consumed and dropped.
+//!
+//! Transport reset (after a snapshot restore, or [`super::VsockHandle::transport_reset`]):
+//! the event goes on the event queue as soon as the guest offers a buffer,
+//! before any packet to the guest, and packets to the guest then wait until
+//! the guest has handled it (Linux refills the event buffer only after it
+//! reset its connected sockets), or [`RESET_HOLD`] at most: a connection
+//! made right after the reset is not killed by it.
+//!
+//! Quiesce (for a snapshot): between `Quiesce` and `Unquiesce` commands the
+//! thread never touches guest memory or the queues, and has handed back the
+//! queue states; it still serves host sockets and commands, so nothing on
+//! the host side blocks, and catches up on the queues when it continues.
 
 use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -37,6 +49,23 @@ const TOKEN_KILL: u64 = 0;
 const TOKEN_CMD: u64 = 1;
 const TOKEN_MUXER: u64 = 2;
 const TOKEN_QUEUE0: u64 = 10;
+
+/// Longest time packets to the guest wait for it to handle a transport reset.
+pub const RESET_HOLD: Duration = Duration::from_secs(1);
+
+/// Where the worker is with a transport reset event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResetEvent {
+    /// None due.
+    Idle,
+    /// Due, not posted yet: the guest offered no event buffer. Packets to
+    /// the guest wait until `hold_until` (set once the device is active).
+    Pending { hold_until: Option<Instant> },
+    /// Posted when the event queue's available index was `avail`; packets
+    /// to the guest wait until it moves (the guest refilled the buffer after
+    /// handling the event) or until `hold_until`.
+    Posted { avail: u16, hold_until: Instant },
+}
 
 struct Active {
     mem: GuestMemory,
@@ -89,7 +118,8 @@ pub(crate) struct Worker {
     muxer: Muxer,
     active: Option<Active>,
     buf: Vec<u8>,
-    reset_event_pending: bool,
+    reset_event: ResetEvent,
+    quiesced: bool,
 }
 
 impl Worker {
@@ -125,15 +155,35 @@ impl Worker {
             muxer,
             active: None,
             buf: Vec::new(),
-            reset_event_pending: false,
+            reset_event: ResetEvent::Idle,
+            quiesced: false,
         })
+    }
+
+    /// Post a transport reset event once the device is active and the
+    /// guest offers an event buffer.
+    pub(crate) fn schedule_transport_reset(&mut self) {
+        self.reset_event = ResetEvent::Pending { hold_until: None };
+    }
+
+    /// When the loop must wake up even if nothing happens.
+    fn next_deadline(&self) -> Option<Instant> {
+        let hold = match self.reset_event {
+            ResetEvent::Pending { hold_until } => hold_until,
+            ResetEvent::Posted { hold_until, .. } => Some(hold_until),
+            ResetEvent::Idle => None,
+        };
+        match (self.muxer.next_deadline(), hold) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Serve until the kill eventfd fires or every command sender is gone.
     pub(crate) fn run(mut self) {
         let mut events = [EpollEvent::default(); 16];
         loop {
-            let timeout = self.muxer.next_deadline().map_or(-1, |d| {
+            let timeout = self.next_deadline().map_or(-1, |d| {
                 let ms = d.saturating_duration_since(Instant::now()).as_millis();
                 // Round up so we do not spin just before the deadline.
                 i32::try_from(ms + 1).unwrap_or(i32::MAX)
@@ -190,7 +240,7 @@ impl Worker {
             }
             Command::Reset => {
                 self.active = None;
-                self.reset_event_pending = false;
+                self.reset_event = ResetEvent::Idle;
                 self.muxer.reset();
             }
             Command::Connect {
@@ -209,28 +259,83 @@ impl Worker {
             Command::Unlisten { port, id } => self.muxer.unlisten(port, id),
             Command::TransportReset { reply } => {
                 self.muxer.reset();
-                self.reset_event_pending = true;
+                self.schedule_transport_reset();
                 self.process_queues();
                 let _ = reply.try_send(());
             }
+            Command::Quiesce { reply } => {
+                self.quiesced = true;
+                let states = self
+                    .active
+                    .as_ref()
+                    .map(|a| a.queues.iter().map(Queue::state).collect())
+                    .unwrap_or_default();
+                let _ = reply.try_send(states);
+            }
+            // The loop processes the queues after every command.
+            Command::Unquiesce => self.quiesced = false,
         }
     }
 
-    /// Drain tx, fill rx, deliver a pending event; one interrupt at the end.
+    /// Deliver a due reset event, drain tx, fill rx (unless held for the
+    /// reset); one interrupt at the end. Nothing while quiesced.
     pub(crate) fn process_queues(&mut self) {
+        if self.quiesced {
+            return;
+        }
         let Some(a) = self.active.as_mut() else {
             return;
         };
-        let mut notify = process_tx(a, &mut self.muxer, &mut self.buf, self.guest_cid);
-        notify |= process_rx(a, &mut self.muxer, &mut self.buf);
-        if self.reset_event_pending && write_event(a, EVENT_TRANSPORT_RESET) {
-            self.reset_event_pending = false;
-            notify = true;
+        let now = Instant::now();
+        let (mut notify, hold_rx) = advance_reset_event(a, &mut self.reset_event, now);
+        notify |= process_tx(a, &mut self.muxer, &mut self.buf, self.guest_cid);
+        if !hold_rx {
+            notify |= process_rx(a, &mut self.muxer, &mut self.buf);
         }
         if notify {
             a.interrupt.signal_used_queue();
         }
     }
+}
+
+/// The event queue's available index, as the guest last wrote it.
+fn evq_avail(a: &Active) -> Option<u16> {
+    a.queues[EVQ]
+        .avail_idx(&a.mem, std::sync::atomic::Ordering::Acquire)
+        .ok()
+        .map(|w| w.0)
+}
+
+/// Post a due transport reset event and decide whether packets to the
+/// guest must still wait for the guest to handle it. Returns (the event was
+/// posted, hold rx).
+fn advance_reset_event(a: &mut Active, state: &mut ResetEvent, now: Instant) -> (bool, bool) {
+    let mut posted = false;
+    if let ResetEvent::Pending { hold_until } = *state {
+        let hold_until = hold_until.unwrap_or(now + RESET_HOLD);
+        *state = if write_event(a, EVENT_TRANSPORT_RESET) {
+            posted = true;
+            match evq_avail(a) {
+                Some(avail) => ResetEvent::Posted { avail, hold_until },
+                None => ResetEvent::Idle,
+            }
+        } else {
+            ResetEvent::Pending {
+                hold_until: Some(hold_until),
+            }
+        };
+    }
+    if let ResetEvent::Posted { avail, hold_until } = *state {
+        if now >= hold_until || evq_avail(a) != Some(avail) {
+            *state = ResetEvent::Idle;
+        }
+    }
+    let hold = match *state {
+        ResetEvent::Idle => false,
+        ResetEvent::Pending { hold_until } => hold_until.is_some_and(|t| now < t),
+        ResetEvent::Posted { hold_until, .. } => now < hold_until,
+    };
+    (posted, hold)
 }
 
 fn add_used(a: &mut Active, q: usize, head: u16, len: u32) {

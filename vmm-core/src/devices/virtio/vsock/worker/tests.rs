@@ -2,168 +2,54 @@
 //! rings in real guest memory, descriptor chains built by hand, including
 //! malformed ones.
 
-use crate::devices::virtio::vsock::VsockError;
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use vm_memory::{Address, Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::devices::virtio::vsock::defs::*;
-
-const MEM_SIZE: u64 = 0x40_0000;
-const CID: u64 = 3;
-const F_NEXT: u16 = 1;
-const F_WRITE: u16 = 2;
-
-/// The driver side of one split queue.
-struct Ring {
-    desc: u64,
-    avail: u64,
-    used: u64,
-    size: u16,
-    next_desc: u16,
-    avail_idx: u16,
-    used_seen: u16,
-}
-
-impl Ring {
-    fn new(base: u64, size: u16) -> Self {
-        let avail = base + 16 * u64::from(size);
-        let used = (avail + 6 + 2 * u64::from(size) + 3) & !3;
-        Self {
-            desc: base,
-            avail,
-            used,
-            size,
-            next_desc: 0,
-            avail_idx: 0,
-            used_seen: 0,
-        }
-    }
-
-    fn queue(&self) -> Queue {
-        let mut q = Queue::new(self.size).unwrap();
-        q.set_desc_table_address(Some(self.desc as u32), Some((self.desc >> 32) as u32));
-        q.set_avail_ring_address(Some(self.avail as u32), Some(0));
-        q.set_used_ring_address(Some(self.used as u32), Some(0));
-        q.set_ready(true);
-        q
-    }
-
-    /// Add a chain of (addr, len, device-writable) buffers; returns its head.
-    fn add(&mut self, mem: &GuestMemory, bufs: &[(u64, u32, bool)]) -> u16 {
-        let head = self.next_desc;
-        for (i, &(addr, len, write)) in bufs.iter().enumerate() {
-            let idx = (head + i as u16) % self.size;
-            let last = i + 1 == bufs.len();
-            let flags = if write { F_WRITE } else { 0 } | if last { 0 } else { F_NEXT };
-            let at = GuestAddress(self.desc + 16 * u64::from(idx));
-            mem.write_obj(addr, at).unwrap();
-            mem.write_obj(len, at.unchecked_add(8)).unwrap();
-            mem.write_obj(flags, at.unchecked_add(12)).unwrap();
-            mem.write_obj((idx + 1) % self.size, at.unchecked_add(14))
-                .unwrap();
-        }
-        self.next_desc = (head + bufs.len() as u16) % self.size;
-        let slot = self.avail + 4 + 2 * u64::from(self.avail_idx % self.size);
-        mem.write_obj(head, GuestAddress(slot)).unwrap();
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        mem.write_obj(self.avail_idx, GuestAddress(self.avail + 2))
-            .unwrap();
-        head
-    }
-
-    /// New (head, len) entries of the used ring.
-    fn used(&mut self, mem: &GuestMemory) -> Vec<(u16, u32)> {
-        let idx: u16 = mem.read_obj(GuestAddress(self.used + 2)).unwrap();
-        let mut out = Vec::new();
-        while self.used_seen != idx {
-            let at = self.used + 4 + 8 * u64::from(self.used_seen % self.size);
-            let id: u32 = mem.read_obj(GuestAddress(at)).unwrap();
-            let len: u32 = mem.read_obj(GuestAddress(at + 4)).unwrap();
-            out.push((id as u16, len));
-            self.used_seen = self.used_seen.wrapping_add(1);
-        }
-        out
-    }
-}
+use crate::devices::virtio::vsock::testutil::{from_guest, ops, Driver, CID, MEM_SIZE};
+use crate::devices::virtio::vsock::VsockError;
 
 struct Harness {
-    rings: Vec<Ring>,
+    drv: Driver,
     active: Active,
     muxer: Muxer,
     buf: Vec<u8>,
-    next_data: u64,
-    rx_bufs: HashMap<u16, u64>,
 }
 
 impl Harness {
     fn new() -> Self {
-        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
-        let rings: Vec<Ring> = (0..3).map(|i| Ring::new(0x1_0000 * (i + 1), 256)).collect();
-        let queues = rings.iter().map(Ring::queue).collect();
+        let drv = Driver::new();
         let interrupt = Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap()));
         Self {
-            rings,
             active: Active {
-                mem,
-                queues,
+                mem: drv.mem.clone(),
+                queues: drv.queues(),
                 interrupt,
             },
+            drv,
             muxer: Muxer::new(CID, None).unwrap(),
             buf: Vec::new(),
-            next_data: 0x10_0000,
-            rx_bufs: HashMap::new(),
         }
     }
 
-    fn mem(&self) -> &GuestMemory {
-        &self.active.mem
-    }
-
-    fn alloc(&mut self, len: u64) -> u64 {
-        if self.next_data + len > MEM_SIZE {
-            self.next_data = 0x10_0000;
-        }
-        let at = self.next_data;
-        self.next_data += (len + 15) & !15;
-        at
-    }
-
-    /// The guest sends `hdr` (len set from the payload) and `payload`.
-    fn tx(&mut self, mut hdr: Header, payload: &[u8]) {
-        hdr.len = payload.len() as u32;
-        self.tx_raw(&hdr.to_bytes(), payload);
+    fn tx(&mut self, hdr: Header, payload: &[u8]) {
+        self.drv.tx(hdr, payload);
     }
 
     fn tx_raw(&mut self, hdr: &[u8], payload: &[u8]) {
-        let h = self.alloc(hdr.len() as u64);
-        self.mem().write_slice(hdr, GuestAddress(h)).unwrap();
-        let mut bufs = vec![(h, hdr.len() as u32, false)];
-        if !payload.is_empty() {
-            let p = self.alloc(payload.len() as u64);
-            self.mem().write_slice(payload, GuestAddress(p)).unwrap();
-            bufs.push((p, payload.len() as u32, false));
-        }
-        let mem = self.active.mem.clone();
-        self.rings[TXQ].add(&mem, &bufs);
+        self.drv.tx_raw(hdr, payload);
     }
 
     fn tx_chain(&mut self, bufs: &[(u64, u32, bool)]) {
-        let mem = self.active.mem.clone();
-        self.rings[TXQ].add(&mem, bufs);
+        self.drv.tx_chain(bufs);
     }
 
     fn offer_rx(&mut self, n: usize, size: u32) {
-        let mem = self.active.mem.clone();
-        for _ in 0..n {
-            let at = self.alloc(u64::from(size));
-            let head = self.rings[RXQ].add(&mem, &[(at, size, true)]);
-            self.rx_bufs.insert(head, at);
-        }
+        self.drv.offer_rx(n, size);
     }
 
     fn run(&mut self) -> bool {
@@ -175,45 +61,12 @@ impl Harness {
     }
 
     fn rx_packets(&mut self) -> Vec<(Header, Vec<u8>)> {
-        let mem = self.active.mem.clone();
-        let used = self.rings[RXQ].used(&mem);
-        used.into_iter()
-            // Buffers too small for a header come back empty.
-            .filter(|&(_, len)| len > 0)
-            .map(|(head, len)| {
-                let at = self.rx_bufs[&head];
-                let mut b = vec![0u8; len as usize];
-                mem.read_slice(&mut b, GuestAddress(at)).unwrap();
-                let h = Header::parse(&b).unwrap();
-                assert_eq!(h.len as usize, b.len() - HDR_SIZE);
-                (h, b[HDR_SIZE..].to_vec())
-            })
-            .collect()
+        self.drv.rx_packets()
     }
 
     fn tx_used(&mut self) -> Vec<(u16, u32)> {
-        let mem = self.active.mem.clone();
-        self.rings[TXQ].used(&mem)
+        self.drv.tx_used()
     }
-}
-
-fn from_guest(op: u16, src_port: u32, dst_port: u32) -> Header {
-    Header {
-        src_cid: CID,
-        dst_cid: HOST_CID,
-        src_port,
-        dst_port,
-        len: 0,
-        type_: TYPE_STREAM,
-        op,
-        flags: 0,
-        buf_alloc: 65536,
-        fwd_cnt: 0,
-    }
-}
-
-fn ops(pkts: &[(Header, Vec<u8>)]) -> Vec<u16> {
-    pkts.iter().map(|p| p.0.op).collect()
 }
 
 #[test]
@@ -372,13 +225,13 @@ fn malformed_packets_are_rejected_without_panic() {
 fn bad_rx_buffers_are_skipped() {
     let mut h = Harness::new();
     let mem = h.active.mem.clone();
-    h.rings[RXQ].add(&mem, &[(0x20_0000, 10, true)]);
-    h.rings[RXQ].add(&mem, &[(MEM_SIZE + 0x1000, 4096, true)]);
-    h.rings[RXQ].add(&mem, &[(0x20_0000, 4096, false)]);
+    h.drv.rings[RXQ].add(&mem, &[(0x20_0000, 10, true)]);
+    h.drv.rings[RXQ].add(&mem, &[(MEM_SIZE + 0x1000, 4096, true)]);
+    h.drv.rings[RXQ].add(&mem, &[(0x20_0000, 4096, false)]);
     h.offer_rx(1, 4096);
     h.tx(from_guest(op::RW, 5, 6), b"nobody");
     h.run();
-    let used = h.rings[RXQ].used(&mem);
+    let used = h.drv.rings[RXQ].used(&mem);
     assert_eq!(
         used.iter().map(|u| u.1).collect::<Vec<_>>(),
         vec![0, 0, 0, 44]
@@ -440,11 +293,11 @@ fn transport_reset_event() {
     let mut h = Harness::new();
     let mem = h.active.mem.clone();
     assert!(!write_event(&mut h.active, EVENT_TRANSPORT_RESET));
-    h.rings[EVQ].add(&mem, &[(0x30_0000, 8, true)]);
+    h.drv.rings[EVQ].add(&mem, &[(0x30_0000, 8, true)]);
     mem.write_obj(0xffff_ffffu32, GuestAddress(0x30_0000))
         .unwrap();
     assert!(write_event(&mut h.active, EVENT_TRANSPORT_RESET));
-    assert_eq!(h.rings[EVQ].used(&mem), vec![(0, 4)]);
+    assert_eq!(h.drv.rings[EVQ].used(&mem), vec![(0, 4)]);
     assert_eq!(mem.read_obj::<u32>(GuestAddress(0x30_0000)).unwrap(), 0);
 }
 
