@@ -147,9 +147,9 @@ fn host_connects_to_guest() {
 
     // One that times out: RST to the guest, Timeout to the caller.
     let (reply, rx) = mpsc::sync_channel(1);
-    h.muxer.connect(10, Duration::from_millis(1), reply);
+    h.muxer.connect(10, Duration::from_millis(200), reply);
     h.run();
-    std::thread::sleep(Duration::from_millis(5));
+    std::thread::sleep(Duration::from_millis(250));
     h.run();
     assert!(matches!(
         rx.try_recv().unwrap(),
