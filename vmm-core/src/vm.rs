@@ -180,6 +180,7 @@ pub(crate) struct RestoredDevices {
     mmio: MmioBus,
     vsock: Option<(VsockHandle, Arc<Mutex<MmioTransport>>)>,
     serial: Arc<Mutex<Serial>>,
+    i8042: Arc<Mutex<I8042>>,
     serial_irq: EventFd,
     panic: PanicRecord,
 }
@@ -234,6 +235,7 @@ pub(crate) struct VmShared {
     pub(crate) mmio: Arc<MmioBus>,
     pub(crate) vsock_transport: Option<Arc<Mutex<MmioTransport>>>,
     pub(crate) serial: Arc<Mutex<Serial>>,
+    pub(crate) i8042: Arc<Mutex<I8042>>,
     pub(crate) save: SaveInfo,
     pub(crate) facts: HostFacts,
     pub(crate) memory_mib: u32,
@@ -322,12 +324,9 @@ impl Vm {
         let mut bus = PioBus::new();
         bus.insert(SERIAL_PORT_BASE, SERIAL_PORT_LEN, serial.clone())
             .map_err(SetupError::from)?;
-        bus.insert(
-            I8042_PORT_BASE,
-            I8042_PORT_LEN,
-            Arc::new(Mutex::new(I8042::new())),
-        )
-        .map_err(SetupError::from)?;
+        let i8042 = Arc::new(Mutex::new(I8042::new()));
+        bus.insert(I8042_PORT_BASE, I8042_PORT_LEN, i8042.clone())
+            .map_err(SetupError::from)?;
         let mut mmio_bus = MmioBus::new();
         let (vsock, vsock_transport) = match &config.vsock {
             Some(vc) => {
@@ -366,6 +365,7 @@ impl Vm {
                 mmio: Arc::new(mmio_bus),
                 vsock_transport,
                 serial,
+                i8042,
                 save,
                 facts,
                 memory_mib: config.memory_mib,
@@ -400,6 +400,7 @@ impl Vm {
                 mmio: Arc::new(d.mmio),
                 vsock_transport,
                 serial: d.serial,
+                i8042: d.i8042,
                 save: p.save,
                 facts: p.facts,
                 memory_mib: p.memory_mib,
@@ -548,12 +549,11 @@ pub(crate) fn restore_devices(
     let mut bus = PioBus::new();
     bus.insert(SERIAL_PORT_BASE, SERIAL_PORT_LEN, serial.clone())
         .map_err(SetupError::from)?;
-    bus.insert(
-        I8042_PORT_BASE,
-        I8042_PORT_LEN,
-        Arc::new(Mutex::new(I8042::new())),
-    )
-    .map_err(SetupError::from)?;
+    let mut i8042 = I8042::new();
+    i8042.restore_state(&state.i8042);
+    let i8042 = Arc::new(Mutex::new(i8042));
+    bus.insert(I8042_PORT_BASE, I8042_PORT_LEN, i8042.clone())
+        .map_err(SetupError::from)?;
     let mut mmio_bus = MmioBus::new();
     let vsock = match &state.vsock {
         Some(vs) => {
@@ -577,6 +577,7 @@ pub(crate) fn restore_devices(
         mmio: mmio_bus,
         vsock,
         serial,
+        i8042,
         serial_irq,
         panic,
     })

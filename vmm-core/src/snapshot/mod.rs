@@ -30,6 +30,7 @@ use std::time::Duration;
 use kvm_ioctls::Cap;
 use serde::{Deserialize, Serialize};
 
+use crate::devices::i8042::I8042State;
 use crate::devices::serial::SerialState;
 use crate::devices::virtio::mmio::MmioTransportState;
 use crate::devices::virtio::vsock::VsockState;
@@ -69,6 +70,8 @@ pub struct SnapshotState {
     pub vm: VmState,
     /// The UART.
     pub serial: SerialState,
+    /// The i8042 (reset line).
+    pub i8042: I8042State,
     /// The virtio-vsock device and its transport, if the VM had one.
     pub vsock: Option<VsockSnapshot>,
 }

@@ -2,9 +2,10 @@
 //!
 //! Order: read and check the state file (magic, version, checksum, host
 //! facts) before anything else; map the memory file `MAP_PRIVATE`; create
-//! the VM, its memory slots, irqchip and PIT, and load their state; rebuild
-//! the devices from their state (the vsock device is told to send the guest
-//! a transport reset); create the vCPUs and load theirs. None of this
+//! the VM, its memory slots, irqchip and PIT, and load their state; create
+//! the vCPUs and load theirs; then rebuild the devices from their state (the
+//! vsock device sends the guest a transport reset), last, so that any
+//! interrupt they raise reaches a loaded LAPIC. None of this
 //! touches guest memory page by page, so its cost does not grow with the
 //! guest's memory size (the memory slot setup in KVM is the one part that
 //! scales, with the number of 2 MiB regions, not of pages).
@@ -84,9 +85,6 @@ pub(crate) fn restore(dir: &Path, config: RestoreConfig) -> Result<RestoredParts
     state.vm.restore(vm.fd())?;
     timings.mark("irqchip, PIT, clock", &mut t);
 
-    let devices = crate::vm::restore_devices(&vm, &mem, &state, config)?;
-    timings.mark("devices", &mut t);
-
     let save = SaveInfo::probe(&kvm)?;
     let mut vcpus = Vec::with_capacity(state.vcpus.len());
     for (i, vs) in state.vcpus.iter().enumerate() {
@@ -95,6 +93,12 @@ pub(crate) fn restore(dir: &Path, config: RestoreConfig) -> Result<RestoredParts
         vcpus.push(v);
     }
     timings.mark("create vCPUs, load state", &mut t);
+
+    // Devices last: restoring them may raise interrupts (a pending UART
+    // interrupt, the virtio interrupt status, the vsock transport reset),
+    // which KVM delivers only to vCPUs that exist with their LAPICs loaded.
+    let devices = crate::vm::restore_devices(&vm, &mem, &state, config)?;
+    timings.mark("devices", &mut t);
     Ok(RestoredParts {
         kvm,
         vm,

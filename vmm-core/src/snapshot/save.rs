@@ -55,6 +55,14 @@ pub(crate) fn snapshot(
                 detail: "the serial lock is poisoned".into(),
             })?
             .state();
+        let i8042 = shared
+            .i8042
+            .lock()
+            .map_err(|_| SnapshotError::Device {
+                device: "i8042",
+                detail: "the i8042 lock is poisoned".into(),
+            })?
+            .state();
         let vsock = match transport.as_ref() {
             Some(t) => {
                 let device = t
@@ -86,6 +94,7 @@ pub(crate) fn snapshot(
             vcpus,
             vm,
             serial,
+            i8042,
             vsock,
         };
         let state_bytes = format::write_state(&dir.join(STATE_FILE), &shared.facts, &state)?;
