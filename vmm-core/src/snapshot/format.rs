@@ -71,6 +71,23 @@ pub struct HostFacts {
     pub caps: Vec<(u32, i32)>,
 }
 
+impl CpuidFact {
+    /// Clear the fields that name the host CPU the caller happened to run
+    /// on (some KVMs fill them in): they differ between two calls on the
+    /// same host and say nothing about what a guest may use. Leaf 1 EBX
+    /// bits 31..24 (initial APIC id), leaves 0xB and 0x1F EDX (x2APIC id),
+    /// leaf 0x8000_001E EAX (extended APIC id).
+    pub fn without_cpu_identity(mut self) -> Self {
+        match self.function {
+            0x1 => self.ebx &= 0x00ff_ffff,
+            0xb | 0x1f => self.edx = 0,
+            0x8000_001e => self.eax = 0,
+            _ => {}
+        }
+        self
+    }
+}
+
 impl HostFacts {
     /// Ask KVM for this host's facts, checking each capability in `caps`.
     pub fn collect(kvm: &kvm_ioctls::Kvm, caps: &[kvm_ioctls::Cap]) -> Result<Self, SnapshotError> {
@@ -86,14 +103,17 @@ impl HostFacts {
             cpuid: cpuid
                 .as_slice()
                 .iter()
-                .map(|e| CpuidFact {
-                    function: e.function,
-                    index: e.index,
-                    flags: e.flags,
-                    eax: e.eax,
-                    ebx: e.ebx,
-                    ecx: e.ecx,
-                    edx: e.edx,
+                .map(|e| {
+                    CpuidFact {
+                        function: e.function,
+                        index: e.index,
+                        flags: e.flags,
+                        eax: e.eax,
+                        ebx: e.ebx,
+                        ecx: e.ecx,
+                        edx: e.edx,
+                    }
+                    .without_cpu_identity()
                 })
                 .collect(),
             caps: caps
@@ -414,6 +434,31 @@ impl ScratchDir {
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn apic_ids_are_not_host_facts() {
+        let f = |function, eax, ebx, edx| CpuidFact {
+            function,
+            index: 0,
+            flags: 0,
+            eax,
+            ebx,
+            ecx: 0,
+            edx,
+        };
+        assert_eq!(
+            f(1, 0, 0x0102_0800, 0).without_cpu_identity(),
+            f(1, 0, 0x0002_0800, 0)
+        );
+        assert_eq!(f(0xb, 0, 1, 7).without_cpu_identity().edx, 0);
+        assert_eq!(f(0x8000_001e, 5, 0, 0).without_cpu_identity().eax, 0);
+        assert_eq!(f(7, 1, 2, 3).without_cpu_identity(), f(7, 1, 2, 3));
     }
 }
 
