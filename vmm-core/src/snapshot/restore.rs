@@ -79,8 +79,9 @@ pub(crate) fn restore(dir: &Path, config: RestoreConfig) -> Result<RestoredParts
     let mem = memfile::map_memory(&dir.join(MEMORY_FILE), &ranges)?;
     timings.mark("map memory file", &mut t);
     let vm = KvmVm::new(&kvm)?;
+    timings.mark("create VM", &mut t);
     vm.register_memory(&mem)?;
-    timings.mark("create VM, register memory", &mut t);
+    timings.mark("register memory (KVM memslots)", &mut t);
     vm.setup_irqchip()?;
     state.vm.restore(vm.fd())?;
     timings.mark("irqchip, PIT, clock", &mut t);
