@@ -43,6 +43,14 @@ struct VmOpts {
     /// Copy the guest console to stderr
     #[arg(long)]
     console: bool,
+    /// Boot the guest instead of restoring the cached template of this
+    /// shape (the first run of a shape boots and saves the template)
+    #[arg(long)]
+    cold_boot: bool,
+    /// Start from a snapshot directory saved by `Sandbox::snapshot`
+    /// (memory and vCPUs come from the snapshot)
+    #[arg(long, value_name = "DIR", conflicts_with = "cold_boot")]
+    from_snapshot: Option<PathBuf>,
 }
 
 /// `embervm run`: run code in a microVM.
@@ -204,7 +212,11 @@ fn boot(o: &VmOpts) -> Result<Sandbox, ExitCode> {
     config.memory_mib = o.memory;
     config.vcpus = o.vcpus;
     config.echo_console = o.console;
-    Sandbox::new(config).map_err(fail)
+    config.use_template = !o.cold_boot;
+    match &o.from_snapshot {
+        Some(dir) => Sandbox::from_snapshot(dir, config).map_err(fail),
+        None => Sandbox::new(config).map_err(fail),
+    }
 }
 
 /// Run `cmd` with the CLI's stdin, stream its output, and turn its end into

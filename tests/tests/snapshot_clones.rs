@@ -25,7 +25,9 @@ fn count(var: &str, full: usize, emulated: usize) -> usize {
         return n;
     }
     if std::env::var("EMBERVM_KVM_HOST_KIND").is_ok_and(|k| k == "tcg-nested") {
-        eprintln!("{var}: {emulated} in the emulated test host (set {var}={full} for the full run)");
+        eprintln!(
+            "{var}: {emulated} in the emulated test host (set {var}={full} for the full run)"
+        );
         return emulated;
     }
     full

@@ -83,10 +83,11 @@ fn main() -> ExitCode {
 /// test server.
 fn serve_unix(args: &[String]) -> ExitCode {
     let usage =
-        "usage: embervm-agent --serve-unix PATH [--user UID:GID] [--cgroup-root DIR] [--guest]";
+        "usage: embervm-agent --serve-unix PATH [--user UID:GID] [--cgroup-root DIR] [--hello-timeout-ms N] [--guest]";
     let mut path = None;
     let mut user = None;
     let mut cgroup_root = None;
+    let mut hello_timeout = None;
     let mut guest = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -97,6 +98,13 @@ fn serve_unix(args: &[String]) -> ExitCode {
         match (a.as_str(), it.next()) {
             ("--serve-unix", Some(p)) => path = Some(std::path::PathBuf::from(p)),
             ("--cgroup-root", Some(p)) => cgroup_root = Some(std::path::PathBuf::from(p)),
+            ("--hello-timeout-ms", Some(ms)) => match ms.parse() {
+                Ok(ms) => hello_timeout = Some(std::time::Duration::from_millis(ms)),
+                Err(_) => {
+                    eprintln!("{usage}");
+                    return ExitCode::from(2);
+                }
+            },
             ("--user", Some(u)) => {
                 let parsed = u
                     .split_once(':')
@@ -134,11 +142,14 @@ fn serve_unix(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ctx = if guest {
+    let mut ctx = if guest {
         server::Ctx::guest(reaper)
     } else {
         server::Ctx::host(reaper, user, cgroup_root.as_deref())
     };
+    if let Some(t) = hello_timeout {
+        ctx.hello_timeout = t;
+    }
     let listener = match server::listener::Listener::unix(&path) {
         Ok(l) => l,
         Err(e) => {

@@ -280,3 +280,22 @@ fn connection_limit_answers_busy() {
         }
     }
 }
+
+#[test]
+fn a_connection_without_a_hello_is_closed() {
+    let agent = Agent::start_with(&["--hello-timeout-ms", "300"]);
+    let mut s = agent.stream();
+    raw_hello(&mut s);
+    let t = std::time::Instant::now();
+    // Send nothing: the agent gives up on this connection ...
+    assert!(read_response(&mut s).is_none(), "connection closed");
+    let waited = t.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(250),
+        "{waited:?}"
+    );
+    // ... and one that does say hello may then idle as long as it likes.
+    let mut c = agent.client();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    c.ping().expect("ping after idling past the hello timeout");
+}

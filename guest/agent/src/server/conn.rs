@@ -94,8 +94,14 @@ pub enum Flow {
     Close,
 }
 
-/// Serve one connection to its end.
-pub fn serve(reader: Box<dyn Read + Send>, writer: Box<dyn Write + Send>, ctx: Arc<Ctx>) {
+/// Serve one connection to its end. The host's hello must come within
+/// `ctx.hello_timeout`; later requests may be as far apart as they like.
+pub fn serve(
+    reader: Box<dyn Read + Send>,
+    writer: Box<dyn Write + Send>,
+    fd: std::os::fd::RawFd,
+    ctx: Arc<Ctx>,
+) {
     let sink = Sink::new(writer);
     let mut reqs = Requests {
         r: reader,
@@ -104,9 +110,20 @@ pub fn serve(reader: Box<dyn Read + Send>, writer: Box<dyn Write + Send>, ctx: A
     if !sink.send(&ctx.hello) {
         return;
     }
+    if let Err(e) = super::listener::set_read_timeout(fd, Some(ctx.hello_timeout)) {
+        eprintln!("embervm-agent: cannot bound the hello wait: {e}");
+    }
     match read_frame_into(&mut reqs.r, &mut reqs.buf) {
         Ok(true) => {}
-        _ => return,
+        Ok(false) => return,
+        Err(e) => {
+            eprintln!("embervm-agent: closing a connection that sent no hello: {e}");
+            return;
+        }
+    }
+    if let Err(e) = super::listener::set_read_timeout(fd, None) {
+        eprintln!("embervm-agent: cannot clear the hello timeout: {e}");
+        return;
     }
     if let Err(e) = check_hello(&reqs.buf, AGENT_VERSION, Role::Host) {
         let kind = match e {

@@ -15,6 +15,41 @@ pub struct Conn {
     pub reader: Box<dyn Read + Send>,
     /// Writes answers (shared behind a lock by the connection).
     pub writer: Box<dyn Write + Send>,
+    /// The socket both halves use (owned by them), for socket options.
+    pub fd: std::os::fd::RawFd,
+}
+
+/// Bound every read on socket `fd` by `timeout` (`None`: no bound). A read
+/// that times out fails with `WouldBlock`.
+pub fn set_read_timeout(
+    fd: std::os::fd::RawFd,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<()> {
+    let tv = match timeout {
+        Some(t) => libc::timeval {
+            tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_usec: t.subsec_micros() as libc::suseconds_t,
+        },
+        None => libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+    };
+    // SAFETY: `tv` is a valid timeval and the length matches it; `fd` is a
+    // socket kept open by the connection's reader and writer.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A listening socket.
@@ -70,9 +105,12 @@ impl Listener {
             Listener::Unix(l) => {
                 let (s, _) = l.accept()?;
                 let w = s.try_clone()?;
+                use std::os::fd::AsRawFd;
+                let fd = s.as_raw_fd();
                 Ok(Conn {
                     reader: Box::new(s),
                     writer: Box::new(w),
+                    fd,
                 })
             }
             Listener::Vsock(fd) => {
@@ -103,6 +141,7 @@ impl Listener {
                 Ok(Conn {
                     reader: Box::new(file),
                     writer: Box::new(w),
+                    fd: c,
                 })
             }
         }

@@ -36,6 +36,11 @@ use user::UserPolicy;
 /// The agent's software version, sent in its hello.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Longest wait for the host's hello on a new connection; a connection that
+/// sends none by then is closed (it would otherwise hold a thread and one of
+/// the [`MAX_CONNECTIONS`] slots forever).
+pub const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Connections served at once; more are answered `Busy` and closed.
 pub const MAX_CONNECTIONS: usize = 64;
 
@@ -51,6 +56,8 @@ pub struct Ctx {
     pub sync_allowed: bool,
     /// The hello sent on every connection.
     pub hello: Hello,
+    /// Longest wait for the host's hello ([`HELLO_TIMEOUT`]).
+    pub hello_timeout: std::time::Duration,
     active: AtomicUsize,
 }
 
@@ -99,6 +106,7 @@ impl Ctx {
             users,
             cgroups,
             sync_allowed: true,
+            hello_timeout: HELLO_TIMEOUT,
             active: AtomicUsize::new(0),
         }
     }
@@ -133,6 +141,7 @@ impl Ctx {
             users,
             cgroups,
             sync_allowed: false,
+            hello_timeout: HELLO_TIMEOUT,
             active: AtomicUsize::new(0),
         }
     }
@@ -214,7 +223,7 @@ pub fn serve(listener: Listener, ctx: Arc<Ctx>) {
             .name("conn".into())
             .spawn(move || {
                 let _slot = slot;
-                conn::serve(conn.reader, conn.writer, c);
+                conn::serve(conn.reader, conn.writer, conn.fd, c);
             });
         if let Err(e) = started {
             eprintln!("embervm-agent: cannot start a connection thread: {e}");
