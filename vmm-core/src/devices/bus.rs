@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::range_map::RangeMap;
 use super::{DeviceEvent, PioDevice};
 
 /// A shared device.
@@ -22,16 +23,10 @@ pub struct BusOverlap {
     pub len: u16,
 }
 
-struct Entry {
-    base: u16,
-    len: u16,
-    dev: SharedDevice,
-}
-
 /// The port-I/O bus.
 #[derive(Default)]
 pub struct PioBus {
-    entries: Vec<Entry>,
+    devices: RangeMap<SharedDevice>,
 }
 
 impl PioBus {
@@ -42,24 +37,21 @@ impl PioBus {
 
     /// Attach `dev` at ports `base..base+len`.
     pub fn insert(&mut self, base: u16, len: u16, dev: SharedDevice) -> Result<(), BusOverlap> {
-        let end = u32::from(base) + u32::from(len);
-        let overlaps = self.entries.iter().any(|e| {
-            let e_end = u32::from(e.base) + u32::from(e.len);
-            u32::from(base) < e_end && u32::from(e.base) < end
-        });
-        if len == 0 || overlaps || end > 0x1_0000 {
-            return Err(BusOverlap { base, len });
+        if self
+            .devices
+            .insert(u64::from(base), u64::from(len), 0x1_0000, dev)
+        {
+            Ok(())
+        } else {
+            Err(BusOverlap { base, len })
         }
-        self.entries.push(Entry { base, len, dev });
-        Ok(())
     }
 
-    fn find(&self, port: u16, size: usize) -> Option<(&Entry, u16)> {
-        self.entries.iter().find_map(|e| {
-            let off = port.checked_sub(e.base)?;
-            // The whole access must sit inside the device's range.
-            (usize::from(off) + size.max(1) <= usize::from(e.len)).then_some((e, off))
-        })
+    /// The device that owns the whole access and the port's offset in it.
+    fn find(&self, port: u16, size: usize) -> Option<(&SharedDevice, u16)> {
+        let (dev, off) = self.devices.find(u64::from(port), size)?;
+        // Offsets inside a range of at most 0x10000 ports fit in u16.
+        Some((dev, u16::try_from(off).ok()?))
     }
 
     /// A guest read from `port`; returns false (and zeros) if nobody owns it.
@@ -80,8 +72,8 @@ impl PioBus {
 
     fn read_one(&self, port: u16, data: &mut [u8]) -> bool {
         match self.find(port, data.len()) {
-            Some((e, off)) => {
-                match e.dev.lock() {
+            Some((dev, off)) => {
+                match dev.lock() {
                     Ok(mut d) => d.read(off, data),
                     Err(_) => data.fill(0xff),
                 }
@@ -110,7 +102,7 @@ impl PioBus {
 
     fn write_one(&self, port: u16, data: &[u8]) -> DeviceEvent {
         match self.find(port, data.len()) {
-            Some((e, off)) => match e.dev.lock() {
+            Some((dev, off)) => match dev.lock() {
                 Ok(mut d) => d.write(off, data),
                 Err(_) => DeviceEvent::None,
             },

@@ -10,6 +10,7 @@
 pub mod bus;
 pub mod console;
 pub mod i8042;
+pub mod range_map;
 pub mod serial;
 pub mod virtio;
 

@@ -7,6 +7,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::devices::range_map::RangeMap;
+
 /// A device in guest-physical address space.
 pub trait MmioDevice: Send {
     /// Guest reads `data.len()` bytes at `offset` into the device's window.
@@ -28,16 +30,10 @@ pub struct MmioOverlap {
     pub len: u64,
 }
 
-struct Entry {
-    base: u64,
-    len: u64,
-    dev: SharedMmioDevice,
-}
-
 /// The MMIO bus.
 #[derive(Default)]
 pub struct MmioBus {
-    entries: Vec<Entry>,
+    devices: RangeMap<SharedMmioDevice>,
 }
 
 impl MmioBus {
@@ -53,31 +49,18 @@ impl MmioBus {
         len: u64,
         dev: SharedMmioDevice,
     ) -> Result<(), MmioOverlap> {
-        let end = base.checked_add(len).ok_or(MmioOverlap { base, len })?;
-        let overlaps = self
-            .entries
-            .iter()
-            .any(|e| base < e.base + e.len && e.base < end);
-        if len == 0 || overlaps {
-            return Err(MmioOverlap { base, len });
+        if self.devices.insert(base, len, u64::MAX, dev) {
+            Ok(())
+        } else {
+            Err(MmioOverlap { base, len })
         }
-        self.entries.push(Entry { base, len, dev });
-        Ok(())
-    }
-
-    fn find(&self, addr: u64, size: usize) -> Option<(&Entry, u64)> {
-        self.entries.iter().find_map(|e| {
-            let off = addr.checked_sub(e.base)?;
-            let end = off.checked_add(size.max(1) as u64)?;
-            (end <= e.len).then_some((e, off))
-        })
     }
 
     /// A guest read at `addr`; returns false (and zeros) if nobody owns it.
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
-        match self.find(addr, data.len()) {
-            Some((e, off)) => {
-                match e.dev.lock() {
+        match self.devices.find(addr, data.len()) {
+            Some((dev, off)) => {
+                match dev.lock() {
                     Ok(mut d) => d.read(off, data),
                     Err(_) => data.fill(0xff),
                 }
@@ -92,9 +75,9 @@ impl MmioBus {
 
     /// A guest write at `addr`; returns false if nobody owns it.
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
-        match self.find(addr, data.len()) {
-            Some((e, off)) => {
-                if let Ok(mut d) = e.dev.lock() {
+        match self.devices.find(addr, data.len()) {
+            Some((dev, off)) => {
+                if let Ok(mut d) = dev.lock() {
                     d.write(off, data);
                 }
                 true
