@@ -196,13 +196,15 @@ impl Sandbox {
             .clone()
             .unwrap_or_else(paths::cache_dir);
         let cmdline = config.full_cmdline();
-        let key = template::key(&TemplateInputs {
-            kernel: &config.kernel,
-            initrd: &config.initrd,
+        let (kernel, initrd) = (config.kernel.clone(), config.initrd.clone());
+        let inputs = TemplateInputs {
+            kernel: &kernel,
+            initrd: &initrd,
             memory_mib: config.memory_mib,
             vcpus: config.vcpus,
             cmdline: &cmdline,
-        })?;
+        };
+        let key = template::key(&inputs)?;
         if let Some(dir) = template::lookup(&cache, &key) {
             match Self::from_snapshot(&dir, config.clone()) {
                 Ok(sb) => return Ok(sb),
@@ -217,18 +219,34 @@ impl Sandbox {
             }
         }
         let mut sb = Self::cold_boot(config)?;
-        let staging = template::staging_dir(&cache, &key)?;
-        match sb.snapshot(&staging) {
-            Ok(_) => {
-                let dir = template::publish(&staging, &cache, &key)?;
-                sb.origin = Origin::MadeTemplate(dir);
-            }
-            Err(e) => {
-                template::discard(&staging);
-                log::warn!("could not save a template: {e}");
-            }
+        // A template that cannot be saved (read-only or full cache) costs
+        // the next sandbox a boot, not this one its result.
+        match sb.save_template(&cache, &key, &inputs) {
+            Ok(dir) => sb.origin = Origin::MadeTemplate(dir),
+            Err(e) => log::warn!("could not save a template in {}: {e}", cache.display()),
         }
         Ok(sb)
+    }
+
+    /// Snapshot this freshly booted sandbox as the template `key`, and
+    /// drop older templates of the same shape.
+    fn save_template(
+        &self,
+        cache: &Path,
+        key: &str,
+        inputs: &TemplateInputs<'_>,
+    ) -> Result<PathBuf> {
+        let staging = template::staging_dir(cache, key)?;
+        let saved = self
+            .snapshot(&staging)
+            .and_then(|_| Ok(template::write_shape(&staging, inputs)?));
+        if let Err(e) = saved {
+            template::discard(&staging);
+            return Err(e);
+        }
+        let dir = template::publish(&staging, cache, key)?;
+        template::prune_same_shape(cache, key, inputs);
+        Ok(dir)
     }
 
     /// Boot a sandbox (no template) and connect to its agent.

@@ -124,6 +124,55 @@ pub fn publish(staging: &Path, cache: &Path, key: &str) -> Result<PathBuf, Snaps
     }
 }
 
+/// File in a template directory naming its shape (inputs by path, without
+/// their file identities), so that newer templates can replace older ones.
+pub const SHAPE_FILE: &str = "shape";
+
+fn shape_text(inputs: &TemplateInputs<'_>) -> String {
+    format!(
+        "kernel {}\ninitrd {}\nmemory_mib {}\nvcpus {}\ncmdline {}\n",
+        inputs.kernel.display(),
+        inputs.initrd.display(),
+        inputs.memory_mib,
+        inputs.vcpus,
+        inputs.cmdline
+    )
+}
+
+/// Record `inputs`' shape in a staging directory (before [`publish`]).
+pub fn write_shape(staging: &Path, inputs: &TemplateInputs<'_>) -> Result<(), SnapshotError> {
+    let p = staging.join(SHAPE_FILE);
+    fs::write(&p, shape_text(inputs)).map_err(|source| SnapshotError::Io {
+        what: "cannot write the template's shape file".into(),
+        path: p,
+        source,
+    })
+}
+
+/// Remove the templates of the same shape as `inputs` other than `key`:
+/// they were made from an earlier build of the same kernel or initramfs
+/// (or by another embervm version) and will never be used again. Clones
+/// running from one keep their mapping; the files go when they end.
+pub fn prune_same_shape(cache: &Path, key: &str, inputs: &TemplateInputs<'_>) -> usize {
+    let want = shape_text(inputs);
+    let Ok(dir) = fs::read_dir(cache.join(TEMPLATES_DIR)) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name == key || name.starts_with('.') {
+            continue;
+        }
+        if fs::read_to_string(e.path().join(SHAPE_FILE)).is_ok_and(|s| s == want) {
+            discard(&e.path());
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Remove a template that could not be used (stale or damaged).
 pub fn discard(dir: &Path) {
     let _ = fs::remove_dir_all(dir);
