@@ -35,8 +35,9 @@ use crate::arch::x86_64::regs::EntryPoint;
 use crate::arch::x86_64::{mptable, paging};
 use crate::devices::bus::PioBus;
 use crate::devices::console::{ConsoleConfig, ConsoleOut, PanicRecord};
+use crate::devices::i8042::I8042State;
 use crate::devices::i8042::I8042;
-use crate::devices::serial::Serial;
+use crate::devices::serial::{Serial, SerialState};
 use crate::devices::virtio::mmio::{self, MmioTransport, MmioTransportState};
 use crate::devices::virtio::mmio_bus::MmioBus;
 use crate::devices::virtio::vsock::{
@@ -176,12 +177,9 @@ pub struct RestoreConfig {
 
 /// The devices of a restored VM.
 pub(crate) struct RestoredDevices {
-    bus: PioBus,
     mmio: MmioBus,
     vsock: Option<(VsockHandle, Arc<Mutex<MmioTransport>>)>,
-    serial: Arc<Mutex<Serial>>,
-    i8042: Arc<Mutex<I8042>>,
-    serial_irq: EventFd,
+    legacy: LegacyDevices,
     panic: PanicRecord,
 }
 
@@ -308,25 +306,7 @@ impl Vm {
         timings.mark("page tables, MP table", &mut t);
 
         let panic = PanicRecord::default();
-        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| SetupError::Host {
-            what: "eventfd for the serial IRQ",
-            source,
-        })?;
-        vm.register_irqfd(&serial_irq, SERIAL_IRQ)?;
-        let irq = serial_irq.try_clone().map_err(|source| SetupError::Host {
-            what: "eventfd clone",
-            source,
-        })?;
-        let serial = Arc::new(Mutex::new(Serial::new(
-            irq,
-            ConsoleOut::new(config.console, panic.clone()),
-        )));
-        let mut bus = PioBus::new();
-        bus.insert(SERIAL_PORT_BASE, SERIAL_PORT_LEN, serial.clone())
-            .map_err(SetupError::from)?;
-        let i8042 = Arc::new(Mutex::new(I8042::new()));
-        bus.insert(I8042_PORT_BASE, I8042_PORT_LEN, i8042.clone())
-            .map_err(SetupError::from)?;
+        let legacy = LegacyDevices::new(&vm, config.console, &panic, None)?;
         let mut mmio_bus = MmioBus::new();
         let (vsock, vsock_transport) = match &config.vsock {
             Some(vc) => {
@@ -361,15 +341,15 @@ impl Vm {
             entry: Some(entry),
             timings,
             shared: Arc::new(VmShared {
-                bus: Arc::new(bus),
+                bus: Arc::new(legacy.bus),
                 mmio: Arc::new(mmio_bus),
                 vsock_transport,
-                serial,
-                i8042,
+                serial: legacy.serial,
+                i8042: legacy.i8042,
                 save,
                 facts,
                 memory_mib: config.memory_mib,
-                _serial_irq: serial_irq,
+                _serial_irq: legacy.serial_irq,
                 vm,
                 _kvm: kvm,
                 memory: mem,
@@ -396,15 +376,15 @@ impl Vm {
             entry: None,
             timings: p.timings,
             shared: Arc::new(VmShared {
-                bus: Arc::new(d.bus),
+                bus: Arc::new(d.legacy.bus),
                 mmio: Arc::new(d.mmio),
                 vsock_transport,
-                serial: d.serial,
-                i8042: d.i8042,
+                serial: d.legacy.serial,
+                i8042: d.legacy.i8042,
                 save: p.save,
                 facts: p.facts,
                 memory_mib: p.memory_mib,
-                _serial_irq: d.serial_irq,
+                _serial_irq: d.legacy.serial_irq,
                 vm: p.vm,
                 _kvm: p.kvm,
                 memory: p.memory,
@@ -526,6 +506,51 @@ impl Vm {
     }
 }
 
+/// The port-I/O devices: the UART (IRQ 4 through an irqfd) and the i8042.
+struct LegacyDevices {
+    bus: PioBus,
+    serial: Arc<Mutex<Serial>>,
+    i8042: Arc<Mutex<I8042>>,
+    serial_irq: EventFd,
+}
+
+impl LegacyDevices {
+    /// Wire them on a new port bus, fresh or with restored state.
+    fn new(
+        vm: &KvmVm,
+        console: ConsoleConfig,
+        panic: &PanicRecord,
+        restore: Option<(&SerialState, &I8042State)>,
+    ) -> Result<Self, SetupError> {
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| SetupError::Host {
+            what: "eventfd for the serial IRQ",
+            source,
+        })?;
+        vm.register_irqfd(&serial_irq, SERIAL_IRQ)?;
+        let irq = serial_irq.try_clone().map_err(|source| SetupError::Host {
+            what: "eventfd clone",
+            source,
+        })?;
+        let mut serial = Serial::new(irq, ConsoleOut::new(console, panic.clone()));
+        let mut i8042 = I8042::new();
+        if let Some((s, i)) = restore {
+            serial.restore_state(s);
+            i8042.restore_state(i);
+        }
+        let serial = Arc::new(Mutex::new(serial));
+        let i8042 = Arc::new(Mutex::new(i8042));
+        let mut bus = PioBus::new();
+        bus.insert(SERIAL_PORT_BASE, SERIAL_PORT_LEN, serial.clone())?;
+        bus.insert(I8042_PORT_BASE, I8042_PORT_LEN, i8042.clone())?;
+        Ok(Self {
+            bus,
+            serial,
+            i8042,
+            serial_irq,
+        })
+    }
+}
+
 /// Rebuild the serial port, the i8042 and the vsock device of a snapshot.
 pub(crate) fn restore_devices(
     vm: &KvmVm,
@@ -534,26 +559,12 @@ pub(crate) fn restore_devices(
     config: RestoreConfig,
 ) -> Result<RestoredDevices, VmError> {
     let panic = PanicRecord::default();
-    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| SetupError::Host {
-        what: "eventfd for the serial IRQ",
-        source,
-    })?;
-    vm.register_irqfd(&serial_irq, SERIAL_IRQ)?;
-    let irq = serial_irq.try_clone().map_err(|source| SetupError::Host {
-        what: "eventfd clone",
-        source,
-    })?;
-    let mut serial = Serial::new(irq, ConsoleOut::new(config.console, panic.clone()));
-    serial.restore_state(&state.serial);
-    let serial = Arc::new(Mutex::new(serial));
-    let mut bus = PioBus::new();
-    bus.insert(SERIAL_PORT_BASE, SERIAL_PORT_LEN, serial.clone())
-        .map_err(SetupError::from)?;
-    let mut i8042 = I8042::new();
-    i8042.restore_state(&state.i8042);
-    let i8042 = Arc::new(Mutex::new(i8042));
-    bus.insert(I8042_PORT_BASE, I8042_PORT_LEN, i8042.clone())
-        .map_err(SetupError::from)?;
+    let legacy = LegacyDevices::new(
+        vm,
+        config.console,
+        &panic,
+        Some((&state.serial, &state.i8042)),
+    )?;
     let mut mmio_bus = MmioBus::new();
     let vsock = match &state.vsock {
         Some(vs) => {
@@ -573,12 +584,9 @@ pub(crate) fn restore_devices(
         None => None,
     };
     Ok(RestoredDevices {
-        bus,
+        legacy,
         mmio: mmio_bus,
         vsock,
-        serial,
-        i8042,
-        serial_irq,
         panic,
     })
 }

@@ -8,18 +8,7 @@ use super::*;
 use crate::devices::virtio::vsock::defs::{SHUTDOWN_RCV, SHUTDOWN_SEND};
 
 fn req(src_port: u32, dst_port: u32, op: u16) -> Header {
-    Header {
-        src_cid: 3,
-        dst_cid: HOST_CID,
-        src_port,
-        dst_port,
-        len: 0,
-        type_: TYPE_STREAM,
-        op,
-        flags: 0,
-        buf_alloc: 65536,
-        fwd_cnt: 0,
-    }
+    crate::devices::virtio::vsock::testutil::from_guest(op, src_port, dst_port)
 }
 
 fn drain(m: &mut Muxer) -> Vec<Header> {
