@@ -81,6 +81,9 @@ const POOL_MAX: usize = 16;
 const CODE_DIR: &str = "/tmp/embervm";
 /// The Python call runner in the guest (root-owned, read-only).
 const PY_RUNNER_PATH: &str = "/opt/embervm/call.py";
+/// Longest wait for one agent connection attempt while a sandbox starts
+/// (see [`Sandbox::open`]).
+const START_ATTEMPT: Duration = Duration::from_secs(10);
 /// Longest wait for the VM's end to be recorded after its streams closed.
 const EXIT_SETTLE: Duration = Duration::from_secs(2);
 
@@ -468,30 +471,38 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Open a new agent connection. With `boot_deadline`, a refused
-    /// connection is retried until then (the agent prints its ready line
-    /// just before it listens).
+    /// Open a new agent connection. With `boot_deadline` (a sandbox that is
+    /// starting), a refused connection is retried until then (the agent
+    /// prints its ready line just before it listens), and so is an attempt
+    /// that gets no answer within [`START_ATTEMPT`]: right after a restore
+    /// the guest may still be handling the vsock transport reset, which can
+    /// swallow a connection made before it; a fresh one then works.
     fn open(&self, boot_deadline: Option<Instant>) -> Result<Conn> {
         let start = Instant::now();
         let mut backoff = Duration::from_millis(1);
-        let stream = loop {
-            let wait = match boot_deadline {
+        loop {
+            let attempt = boot_deadline.map(|d| d.min(Instant::now() + START_ATTEMPT));
+            let wait = match attempt {
                 Some(d) => d
                     .saturating_duration_since(Instant::now())
                     .min(self.config.io_timeout),
                 None => self.config.io_timeout,
             };
-            match self.vsock.connect_timeout(AGENT_VSOCK_PORT, wait) {
-                Ok(s) => break s,
-                Err(VsockError::Refused(_))
-                    if boot_deadline.is_some_and(|d| Instant::now() + backoff < d) =>
-                {
+            let retry_left = boot_deadline.is_some_and(|d| Instant::now() + backoff < d);
+            let stream = match self.vsock.connect_timeout(AGENT_VSOCK_PORT, wait) {
+                Ok(s) => s,
+                Err(VsockError::Refused(_)) if retry_left => {
                     // The agent is between its ready line and listen():
                     // a refusal is an immediate answer, so back off briefly.
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_millis(50));
+                    continue;
                 }
                 Err(VsockError::Stopped) => return Err(self.exited_error()),
+                Err(VsockError::Timeout { .. }) if retry_left => {
+                    log::info!("agent connect: no answer in {wait:?}, trying again");
+                    continue;
+                }
                 Err(VsockError::Timeout { .. }) if boot_deadline.is_some() => {
                     return Err(SandboxError::BootTimeout {
                         waited: start.elapsed(),
@@ -500,13 +511,23 @@ impl Sandbox {
                     })
                 }
                 Err(e) => return Err(e.into()),
+            };
+            let deadline = Arc::new(Deadline::default());
+            deadline.set(attempt, Some(self.config.io_timeout));
+            match AgentClient::connect(TimedStream::new(stream, deadline.clone())) {
+                Ok(client) => {
+                    deadline.set(boot_deadline, Some(self.config.io_timeout));
+                    return Ok(Conn { client, deadline });
+                }
+                Err(e)
+                    if deadline.expired() && boot_deadline.is_some_and(|d| Instant::now() < d) =>
+                {
+                    log::info!("agent connect: no hello in time ({e}), trying again");
+                    continue;
+                }
+                Err(e) => return Err(self.fail(e, &deadline, start.elapsed())),
             }
-        };
-        let deadline = Arc::new(Deadline::default());
-        deadline.set(boot_deadline, Some(self.config.io_timeout));
-        let client = AgentClient::connect(TimedStream::new(stream, deadline.clone()))
-            .map_err(|e| self.fail(e, &deadline, start.elapsed()))?;
-        Ok(Conn { client, deadline })
+        }
     }
 
     /// An idle connection from the pool, or a new one.

@@ -51,7 +51,7 @@ const TOKEN_MUXER: u64 = 2;
 const TOKEN_QUEUE0: u64 = 10;
 
 /// Longest time packets to the guest wait for it to handle a transport reset.
-pub const RESET_HOLD: Duration = Duration::from_secs(1);
+pub const RESET_HOLD: Duration = Duration::from_secs(10);
 
 /// Where the worker is with a transport reset event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

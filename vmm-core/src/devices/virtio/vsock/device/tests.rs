@@ -51,9 +51,9 @@ fn running_state(drv: &Driver) -> MmioTransportState {
     }
 }
 
-/// Poll `f` every millisecond for up to 5 s.
+/// Poll `f` every millisecond for up to 5 s past the reset hold.
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + RESET_HOLD + Duration::from_secs(5);
     loop {
         if let Some(v) = f() {
             return v;
@@ -131,7 +131,7 @@ impl Rig {
     /// Start a host connect to the guest port.
     fn connect(&self) -> JoinHandle<Result<UnixStream, VsockError>> {
         let h = self.handle.clone();
-        thread::spawn(move || h.connect_timeout(GUEST_PORT, Duration::from_secs(5)))
+        thread::spawn(move || h.connect_timeout(GUEST_PORT, RESET_HOLD + Duration::from_secs(5)))
     }
 
     /// The guest accepts a REQUEST it received.
