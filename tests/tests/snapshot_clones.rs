@@ -6,7 +6,7 @@
 //! Counts: `EMBERVM_CLONES` (default 100) clones in sequence and as many 8
 //! at a time; `EMBERVM_CYCLES` (default 1000) create-run-destroy cycles.
 //! Inside the emulated test host, where a clone takes about a second, the
-//! defaults are 16 and 100 (set the variables for the full counts).
+//! defaults are 8 and 50 (set the variables for the full counts).
 //! Needs a KVM that runs Linux guests; `EMBERVM_SKIP_GUEST_TESTS=1` skips.
 
 use std::collections::HashSet;
@@ -154,7 +154,7 @@ fn check_unique(probes: &[Probe], what: &str) {
 fn clones_in_sequence_are_correct_and_unique() {
     let _g = host::one_guest_at_a_time();
     let Some((dir, cfg)) = template() else { return };
-    let n = count("EMBERVM_CLONES", 100, 16);
+    let n = count("EMBERVM_CLONES", 100, 8);
     let t = Instant::now();
     let probes: Vec<Probe> = (0..n).map(|_| clone_once(dir, cfg)).collect();
     eprintln!("{n} clones in sequence: {:?}", t.elapsed());
@@ -165,7 +165,7 @@ fn clones_in_sequence_are_correct_and_unique() {
 fn clones_eight_at_a_time_are_correct_and_unique() {
     let _g = host::one_guest_at_a_time();
     let Some((dir, cfg)) = template() else { return };
-    let n = count("EMBERVM_CLONES", 100, 16);
+    let n = count("EMBERVM_CLONES", 100, 8);
     let t = Instant::now();
     let per = n.div_ceil(8);
     let probes: Vec<Probe> = std::thread::scope(|s| {
@@ -277,7 +277,7 @@ fn rss_kib() -> u64 {
 fn create_run_destroy_cycles_leave_nothing_behind() {
     let _g = host::one_guest_at_a_time();
     let Some((dir, cfg)) = template() else { return };
-    let n = count("EMBERVM_CYCLES", 1000, 100);
+    let n = count("EMBERVM_CYCLES", 1000, 50);
     let cycle = || {
         let sb = Sandbox::from_snapshot(dir, cfg.clone()).unwrap();
         let o = sb.exec(&Command::new(["true"])).unwrap();
