@@ -15,11 +15,14 @@
 //! i8042" in the guest log.
 //!
 //! Its only state, a pending "write output port" command, is saved for a
-//! snapshot by [`I8042::state`] and loaded by [`I8042::restore_state`].
-
-use serde::{Deserialize, Serialize};
+//! snapshot by [`I8042::state`] and loaded by [`I8042::restore_state`]
+//! (with [`I8042State`], in the child module `persist`).
 
 use super::{DeviceEvent, PioDevice};
+
+mod persist;
+
+pub use persist::I8042State;
 
 /// Offset of the data port (0x60) in the device's range.
 pub const DATA_OFFSET: u16 = 0;
@@ -32,13 +35,6 @@ pub const CMD_WRITE_OUTPUT: u8 = 0xd1;
 /// Status: output buffer full (OBF), input buffer empty (IBF clear).
 pub const STATUS: u8 = 0x01;
 
-/// The i8042's state, for a snapshot.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct I8042State {
-    /// Command 0xD1 was written: the next data byte goes to the output port.
-    pub pending_output_write: bool,
-}
-
 /// The i8042.
 #[derive(Debug, Default)]
 pub struct I8042 {
@@ -49,19 +45,6 @@ impl I8042 {
     /// A controller with no command in progress.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// The controller's state, for a snapshot.
-    pub fn state(&self) -> I8042State {
-        I8042State {
-            pending_output_write: self.pending_output_write,
-        }
-    }
-
-    /// Load `state` (from a snapshot). Raises nothing: the i8042 has no
-    /// interrupt here.
-    pub fn restore_state(&mut self, state: &I8042State) {
-        self.pending_output_write = state.pending_output_write;
     }
 }
 
@@ -127,18 +110,6 @@ mod tests {
         assert_eq!(s[0] & 0x02, 0);
         k.read(DATA_OFFSET, &mut s);
         assert_eq!(s, [0]);
-    }
-
-    #[test]
-    fn state_round_trip() {
-        let mut k = I8042::new();
-        k.write(COMMAND_OFFSET, &[CMD_WRITE_OUTPUT]);
-        let state = k.state();
-        assert!(state.pending_output_write);
-        let mut r = I8042::new();
-        r.restore_state(&state);
-        assert_eq!(r.state(), state);
-        assert_eq!(r.write(DATA_OFFSET, &[0x00]), DeviceEvent::Reset);
     }
 
     #[test]

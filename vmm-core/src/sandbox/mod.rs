@@ -5,7 +5,7 @@
 //! It waits, signalled and never polled, for the agent's `EMBERVM_READY`
 //! console line (or the VM's end, which fails the boot with the console's
 //! last lines), connects to the agent on vsock port
-//! [`AGENT_VSOCK_PORT`](embervm_protocol::AGENT_VSOCK_PORT), exchanges
+//! [`embervm_protocol::AGENT_VSOCK_PORT`], exchanges
 //! hellos (an agent of another protocol version is refused) and sends fresh
 //! entropy and the wall-clock time (`Sync`).
 //!

@@ -2,14 +2,14 @@
 //!
 //! A snapshot is a directory with two files:
 //!
-//! - `state`: a small file ([`format`]: magic, format version, the host
+//! - `state`: a small file ([`mod@format`]: magic, format version, the host
 //!   facts it depends on, a CRC32) holding a [`SnapshotState`]: every
 //!   vCPU's KVM state, the in-kernel irqchip, PIT and kvm-clock, and the
 //!   devices (serial, the virtio-mmio transport and its queues, the vsock
 //!   device);
 //! - `memory`: guest RAM, sparse ([`memfile`]): zero pages are holes.
 //!
-//! [`save::snapshot`] writes one from a paused VM ([`crate::VmHandle::snapshot`])
+//! `save::snapshot` writes one from a paused VM ([`crate::VmHandle::snapshot`])
 //! or a VM that has not run ([`crate::Vm::snapshot`]). [`crate::Vm::restore`]
 //! maps `memory` `MAP_PRIVATE` (nothing is read, copied or zeroed: pages
 //! fault in on first touch and every clone shares the page cache), creates

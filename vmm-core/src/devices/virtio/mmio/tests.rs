@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use virtio_queue::QueueState;
 use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::EventFd;
 

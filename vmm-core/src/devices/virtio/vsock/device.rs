@@ -14,7 +14,8 @@
 //! ([`VsockState`]); connections are not saved. [`VsockDevice::restore`]
 //! starts a device with a transport reset event due, posted when the
 //! restored transport activates it, so the guest drops its stale
-//! connections. [`VirtioDevice::quiesce`] parks the device thread.
+//! connections. [`VirtioDevice::quiesce`] parks the device thread. The
+//! snapshot state and its save/restore live in the child module `persist`.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -22,7 +23,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use virtio_queue::QueueState;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -35,31 +35,14 @@ use crate::devices::virtio::{
     VIRTIO_F_VERSION_1,
 };
 
+mod persist;
+
+pub use persist::VsockState;
+
 /// Features the device offers.
 const DEVICE_FEATURES: u64 = 1 << VIRTIO_F_VERSION_1;
 /// How long [`VirtioDevice::quiesce`] waits for the device thread to park.
 pub const QUIESCE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The device's state for a snapshot (connections are not part of it).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct VsockState {
-    /// The guest's CID.
-    pub guest_cid: u64,
-    /// Features the driver accepted (0 if it never activated the device).
-    pub acked_features: u64,
-}
-
-impl VsockState {
-    /// Encode, as [`VirtioDevice::device_state`] returns it.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, DeviceStateError> {
-        postcard::to_allocvec(self).map_err(DeviceStateError::Encode)
-    }
-
-    /// Decode what [`VirtioDevice::device_state`] returned.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DeviceStateError> {
-        postcard::from_bytes(bytes).map_err(DeviceStateError::Decode)
-    }
-}
 
 /// How the vsock device is set up.
 #[derive(Debug, Clone)]
@@ -131,29 +114,6 @@ impl VsockDevice {
         Self::start(config, false)
     }
 
-    /// A device for a VM restored from a snapshot taken with `state`, with
-    /// the host backends of `config` (whose `guest_cid` must be the
-    /// snapshot's; `uds_path` may differ). Once the transport activates it,
-    /// it posts one VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (when the guest offers
-    /// an event buffer, and before any packet to the guest).
-    pub fn restore(config: &VsockConfig, state: &VsockState) -> Result<Self, VsockSetupError> {
-        if state.guest_cid != config.guest_cid {
-            return Err(VsockSetupError::CidMismatch {
-                snapshot: state.guest_cid,
-                config: config.guest_cid,
-            });
-        }
-        if state.acked_features & !DEVICE_FEATURES != 0 {
-            return Err(VsockSetupError::Features {
-                acked: state.acked_features,
-                offered: DEVICE_FEATURES,
-            });
-        }
-        let mut dev = Self::start(config, true)?;
-        dev.acked_features = state.acked_features;
-        Ok(dev)
-    }
-
     fn start(config: &VsockConfig, transport_reset: bool) -> Result<Self, VsockSetupError> {
         let cid = config.guest_cid;
         if cid <= HOST_CID || cid >= u64::from(u32::MAX) {
@@ -201,14 +161,6 @@ impl VsockDevice {
     /// The guest CID.
     pub fn guest_cid(&self) -> u64 {
         self.guest_cid
-    }
-
-    /// The device's state for a snapshot.
-    pub fn state(&self) -> VsockState {
-        VsockState {
-            guest_cid: self.guest_cid,
-            acked_features: self.acked_features,
-        }
     }
 }
 

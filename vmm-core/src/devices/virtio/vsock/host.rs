@@ -3,7 +3,7 @@
 //! [`VsockHandle::listen`] takes guest-initiated connections to a host port
 //! as [`UnixStream`]s from a [`VsockListener`].
 //!
-//! A handle only sends [`Command`]s to the device thread (a channel plus an
+//! A handle only sends `Command`s to the device thread (a channel plus an
 //! eventfd to wake it) and waits for the answer, so it is cheap to clone and
 //! usable from any thread. The streams are one end of a socketpair whose
 //! other end the muxer bridges to the guest connection: reading, writing,
