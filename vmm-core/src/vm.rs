@@ -49,7 +49,7 @@ use crate::exit::ExitReason;
 use crate::memory::{self, GuestMemory};
 use crate::snapshot::error::SnapshotError;
 use crate::snapshot::format::HostFacts;
-use crate::snapshot::{save, SnapshotInfo, SnapshotState, SNAPSHOT_CAPS};
+use crate::snapshot::{save, SnapshotInfo, SnapshotState};
 use crate::vstate::control::{install_kick_handler, Control};
 use crate::vstate::vcpu::{Vcpu, VcpuContext};
 use crate::vstate::vcpu_state::SaveInfo;
@@ -320,11 +320,7 @@ impl Vm {
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        let save = SaveInfo::probe(&kvm)?;
-        let facts = HostFacts::collect(&kvm, SNAPSHOT_CAPS).map_err(|e| SetupError::Host {
-            what: "reading host facts for snapshots",
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let (facts, save) = crate::snapshot::host_info(&kvm)?;
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);
         for i in 0..config.vcpus {
             let v = Vcpu::new(i, vm.create_vcpu(i)?);

@@ -38,6 +38,7 @@ use crate::vstate::vcpu_state::VcpuState;
 use crate::vstate::vm_state::VmState;
 use crate::vstate::SetupError;
 pub use error::SnapshotError;
+use format::HostFacts;
 
 /// File name of the state file inside a snapshot directory.
 pub const STATE_FILE: &str = "state";
@@ -100,6 +101,24 @@ pub struct SnapshotInfo {
     pub write_memory: Duration,
     /// Total time.
     pub total: Duration,
+}
+
+/// This host's facts and what vCPU capture needs from KVM, read once per
+/// process: neither changes while the process lives, and reading them costs
+/// two KVM queries (the supported CPUID list, the MSR list) on every restore.
+pub(crate) fn host_info(
+    kvm: &kvm_ioctls::Kvm,
+) -> Result<(HostFacts, crate::vstate::vcpu_state::SaveInfo), SnapshotError> {
+    use crate::vstate::vcpu_state::SaveInfo;
+    static INFO: std::sync::OnceLock<(HostFacts, SaveInfo)> = std::sync::OnceLock::new();
+    if let Some(i) = INFO.get() {
+        return Ok(i.clone());
+    }
+    let info = (
+        HostFacts::collect(kvm, SNAPSHOT_CAPS)?,
+        SaveInfo::probe(kvm)?,
+    );
+    Ok(INFO.get_or_init(|| info).clone())
 }
 
 impl From<SetupError> for SnapshotError {

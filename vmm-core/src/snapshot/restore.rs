@@ -15,25 +15,20 @@ use std::time::Instant;
 
 use super::error::SnapshotError;
 use super::format::{self, HostFacts};
-use super::{memfile, SnapshotState, MEMORY_FILE, SNAPSHOT_CAPS, STATE_FILE};
+use super::{memfile, SnapshotState, MEMORY_FILE, STATE_FILE};
 use crate::error::VmError;
 use crate::memory;
 use crate::vm::{validate_vcpus, RestoreConfig, RestoredParts, SetupTimings};
 use crate::vstate::control::install_kick_handler;
 use crate::vstate::vcpu::Vcpu;
-use crate::vstate::vcpu_state::SaveInfo;
 use crate::vstate::vm::KvmVm;
 
-/// Read `dir`'s state file and check it against this host, without
-/// building anything.
-pub fn read_checked(
-    kvm: &kvm_ioctls::Kvm,
-    dir: &Path,
-) -> Result<(HostFacts, SnapshotState), SnapshotError> {
-    let facts = HostFacts::collect(kvm, SNAPSHOT_CAPS)?;
-    let state: SnapshotState = format::read_state(&dir.join(STATE_FILE), &facts)?;
+/// Read `dir`'s state file and check it against this host's `facts`,
+/// without building anything.
+pub fn read_checked(facts: &HostFacts, dir: &Path) -> Result<SnapshotState, SnapshotError> {
+    let state: SnapshotState = format::read_state(&dir.join(STATE_FILE), facts)?;
     check_shape(&state, &dir.join(STATE_FILE))?;
-    Ok((facts, state))
+    Ok(state)
 }
 
 /// Check what the state says about layout and vCPUs before it is used.
@@ -70,7 +65,8 @@ pub(crate) fn restore(dir: &Path, config: RestoreConfig) -> Result<RestoredParts
     let kvm = crate::kvm::open_kvm()?;
     install_kick_handler()?;
     timings.mark("open /dev/kvm", &mut t);
-    let (facts, state) = read_checked(&kvm, dir)?;
+    let (facts, save) = super::host_info(&kvm)?;
+    let state = read_checked(&facts, dir)?;
     let kvm_max = u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX);
     validate_vcpus(state.vcpus.len() as u32, Some(kvm_max))?;
     timings.mark("read and check state", &mut t);
@@ -86,7 +82,6 @@ pub(crate) fn restore(dir: &Path, config: RestoreConfig) -> Result<RestoredParts
     state.vm.restore(vm.fd())?;
     timings.mark("irqchip, PIT, clock", &mut t);
 
-    let save = SaveInfo::probe(&kvm)?;
     let mut vcpus = Vec::with_capacity(state.vcpus.len());
     for (i, vs) in state.vcpus.iter().enumerate() {
         let v = Vcpu::new(i as u32, vm.create_vcpu(i as u32)?);
