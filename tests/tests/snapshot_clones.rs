@@ -59,7 +59,12 @@ fn template() -> Option<&'static (PathBuf, SandboxConfig)> {
     }
     static T: OnceLock<(PathBuf, SandboxConfig)> = OnceLock::new();
     Some(T.get_or_init(|| {
-        let cache = scratch("cache");
+        // One fixed place (emptied first), not one per process: the static
+        // template outlives every test, so a per-process copy would be left
+        // behind on each run.
+        let cache = std::env::temp_dir().join("embervm-snap-tests-cache");
+        let _ = std::fs::remove_dir_all(&cache);
+        std::fs::create_dir_all(&cache).unwrap();
         let cfg = config(&cache, 1);
         let t = Instant::now();
         let sb = Sandbox::new(cfg.clone()).expect("first sandbox (boots, makes the template)");
